@@ -1,0 +1,163 @@
+"""The kopf layer: wires watch events to the reconciler and does nothing else.
+
+kopf's indexes hold what the watch has seen of policies, namespaces, requests and Daypass
+bindings; handlers run only once every index has its first full listing, so no request is
+judged before all policies are known. Each handler reads as: on this event, reconcile.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import kopf
+
+from daypass.audit import EventPoster
+from daypass.grant import MANAGED_BY, MANAGED_BY_VALUE
+from daypass.models import GROUP, VERSION
+from daypass.reconciler import Key, Reconciler
+
+log = logging.getLogger("daypass")
+
+RBAC = ("rbac.authorization.k8s.io", "v1", "rolebindings")
+DAYPASS_BINDINGS = {MANAGED_BY: MANAGED_BY_VALUE}
+
+
+def _one(store: Any) -> Any:
+    for value in store:
+        return value
+    return None
+
+
+class IndexViews:
+    """The reconciler's view of the cluster, read from kopf's indexes."""
+
+    def __init__(self, indices: Mapping[str, kopf.Index[Any, Any]]) -> None:
+        self._policies = indices["policy_index"]
+        self._namespaces = indices["namespace_index"]
+        self._requests = indices["request_index"]
+        self._bindings = indices["binding_index"]
+
+    def policies(self) -> Iterable[dict[str, Any]]:
+        return [_one(store) for store in self._policies.values()]
+
+    def namespace_labels(self, name: str) -> Mapping[str, str] | None:
+        store = self._namespaces.get(name)
+        return _one(store) if store is not None else None
+
+    def request(self, key: Key) -> dict[str, Any] | None:
+        store = self._requests.get(key)
+        return _one(store) if store is not None else None
+
+    def requests(self) -> Iterable[dict[str, Any]]:
+        return [_one(store) for store in self._requests.values()]
+
+    def binding(self, namespace: str, name: str) -> dict[str, Any] | None:
+        store = self._bindings.get((namespace, name))
+        return _one(store) if store is not None else None
+
+
+def _plain(body: kopf.Body) -> dict[str, Any]:
+    return {key: body.get(key) for key in ("apiVersion", "kind", "metadata", "spec", "status")
+            if body.get(key) is not None}
+
+
+# Indexes: lightweight, run on every watch event before any handler.
+
+@kopf.index(GROUP, VERSION, "accesspolicies")
+def policy_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
+    return {name: _plain(body)}
+
+
+@kopf.index("", "v1", "namespaces")
+def namespace_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
+    return {name: dict(labels)}
+
+
+@kopf.index(GROUP, VERSION, "accessrequests")
+def request_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    return {(namespace or "", name): _plain(body)}
+
+
+@kopf.index(*RBAC, labels=DAYPASS_BINDINGS)
+def binding_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    return {(namespace or "", name): {key: body.get(key) for key in ("metadata", "subjects", "roleRef")}}
+
+
+# Handlers.
+
+@kopf.on.event(GROUP, VERSION, "accessrequests")
+async def request_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo,
+                        **_: Any) -> None:
+    reconciler: Reconciler = memo.reconciler
+    if event.get("type") == "DELETED":
+        await reconciler.forget(_plain(body))
+    else:
+        await reconciler.reconcile((body.metadata.namespace or "", body.metadata.name or ""))
+
+
+@kopf.on.event(*RBAC, labels=DAYPASS_BINDINGS)
+async def binding_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo,
+                        **_: Any) -> None:
+    reconciler: Reconciler = memo.reconciler
+    plain = {key: body.get(key) for key in ("metadata", "subjects", "roleRef")}
+    await reconciler.binding_changed(plain, deleted=event.get("type") == "DELETED")
+
+
+@kopf.on.event(GROUP, VERSION, "accesspolicies")
+async def policy_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo,
+                       **_: Any) -> None:
+    reconciler: Reconciler = memo.reconciler
+    # The first listing (type None) needs no re-check: every request is reconciled at start.
+    await reconciler.policy_changed(_plain(body), deleted=event.get("type") == "DELETED",
+                                    recheck=event.get("type") is not None)
+
+
+@kopf.on.event("", "v1", "namespaces")
+async def namespace_event(event: Mapping[str, Any], name: str, memo: kopf.Memo,
+                          **_: Any) -> None:
+    if event.get("type") == "MODIFIED":
+        reconciler: Reconciler = memo.reconciler
+        await reconciler.namespace_changed(name)
+
+
+# Life of the operator.
+
+@kopf.on.login()
+def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """kopf watches with the very credentials the reconciler acts with."""
+    configuration = memo.kube.configuration
+    token = (configuration.api_key or {}).get("authorization", "")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme="Bearer" if token else None,
+        token=token.removeprefix("Bearer ").strip() or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+        default_namespace="default",
+    )
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    settings.posting.enabled = False
+    settings.persistence.finalizer = "daypass.dev/finalizer"
+    # Events of one object are handled in order; a short batch window keeps grants quick.
+    settings.batching.batch_window = 0.01
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    events = EventPoster(memo.kube)
+    memo.events = events
+    memo.reconciler = Reconciler(memo.kube, IndexViews(kwargs), events, memo.audit)
+    log.info("daypass started as %s", memo.identity)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    memo.reconciler.close()
+    await memo.events.drain()
+    await memo.events.close()

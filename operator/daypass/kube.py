@@ -1,0 +1,185 @@
+"""The few Kubernetes API calls Daypass makes, with the `kubernetes` client, off the event loop.
+
+Every call here is idempotent where the API allows it: creating what exists or deleting what is
+gone is not an error. Nothing here decides anything; it only does what it is told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import kubernetes
+from kubernetes.client import ApiClient, Configuration
+from kubernetes.client.exceptions import ApiException
+
+from daypass.models import GROUP, VERSION
+
+
+class Conflict(Exception):
+    """The object changed since it was read: read it again and decide again."""
+
+
+class Forbidden(Exception):
+    """The operator may not do this, usually because it cannot bind the role."""
+
+
+def load_configuration(kubeconfig: str | None = None, context: str | None = None) -> Configuration:
+    """Credentials from a kubeconfig (its current context unless one is named), else in-cluster."""
+    configuration = Configuration()
+    try:
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, context=context, client_configuration=configuration
+        )
+    except (kubernetes.config.ConfigException, FileNotFoundError, TypeError):
+        if kubeconfig or context:
+            raise
+        kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
+    return configuration
+
+
+class Kube:
+    """Blocking API calls run on a thread pool sized for bursts of grants and expiries."""
+
+    def __init__(self, configuration: Configuration, workers: int = 32) -> None:
+        configuration.connection_pool_maxsize = workers
+        self.configuration = configuration
+        self.client = ApiClient(configuration)
+        self.custom = kubernetes.client.CustomObjectsApi(self.client)
+        self.rbac = kubernetes.client.RbacAuthorizationV1Api(self.client)
+        self.core = kubernetes.client.CoreV1Api(self.client)
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="daypass-api")
+
+    async def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, functools.partial(function, *args, **kwargs))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.client.close()  # type: ignore[no-untyped-call]
+
+    # AccessRequests
+
+    async def get_request(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = await self.call(
+                self.custom.get_namespaced_custom_object,
+                GROUP, VERSION, namespace, "accessrequests", name,
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return found
+
+    async def replace_request_status(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Write a request's status; the body's resourceVersion guards against lost updates."""
+        metadata = body["metadata"]
+        try:
+            written: dict[str, Any] = await self.call(
+                self.custom.replace_namespaced_custom_object_status,
+                GROUP, VERSION, metadata["namespace"], "accessrequests", metadata["name"], body,
+            )
+            return written
+        except ApiException as error:
+            if error.status in (404, 409):
+                raise Conflict(f"{metadata['namespace']}/{metadata['name']}") from error
+            raise
+
+    async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
+        try:
+            await self.call(
+                self.custom.patch_cluster_custom_object_status,
+                GROUP, VERSION, "accesspolicies", name, {"status": status},
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    # RoleBindings
+
+    async def get_binding(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            response = await self.call(
+                self.rbac.read_namespaced_role_binding, name, namespace, _preload_content=False
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return _json(response)
+
+    async def create_binding(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create a binding; None when one of that name exists already."""
+        try:
+            response = await self.call(
+                self.rbac.create_namespaced_role_binding,
+                body["metadata"]["namespace"], body, _preload_content=False,
+            )
+        except ApiException as error:
+            if error.status == 409:
+                return None
+            if error.status == 403:
+                raise Forbidden(_reason(error)) from error
+            raise
+        return _json(response)
+
+    async def replace_binding(self, body: dict[str, Any], observed: dict[str, Any]) -> None:
+        """Make a drifted binding exact again. roleRef cannot change, so that means recreating."""
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        if observed.get("roleRef") != body["roleRef"]:
+            await self.delete_binding(namespace, name)
+            await self.create_binding(body)
+            return
+        replacement = {**body, "metadata": {**body["metadata"],
+                                            "resourceVersion": observed["metadata"].get(
+                                                "resourceVersion")}}
+        try:
+            await self.call(
+                self.rbac.replace_namespaced_role_binding, name, namespace, replacement,
+                _preload_content=False,
+            )
+        except ApiException as error:
+            if error.status == 403:
+                raise Forbidden(_reason(error)) from error
+            if error.status == 404:
+                await self.create_binding(body)
+                return
+            if error.status == 409:
+                raise Conflict(f"rolebinding {namespace}/{name}") from error
+            raise
+
+    async def delete_binding(self, namespace: str, name: str) -> bool:
+        """Delete a binding; False when it was already gone."""
+        try:
+            await self.call(
+                self.rbac.delete_namespaced_role_binding, name, namespace, _preload_content=False
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    # Events
+
+    async def create_event(self, namespace: str, body: dict[str, Any]) -> None:
+        await self.call(self.core.create_namespaced_event, namespace, body, _preload_content=False)
+
+
+def _json(response: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(response.data)
+    return data
+
+
+def _reason(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body or "{}").get("message") or error.reason)
+    except (TypeError, ValueError):
+        return str(error.reason)

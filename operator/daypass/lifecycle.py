@@ -1,0 +1,319 @@
+"""The request lifecycle: given a request, the policies and the time, what happens next.
+
+`decide` is pure. It returns a Plan: the transitions to record, the status to write, whether
+the binding must exist or be gone, and when to look again. It never calls the API and never
+reads the clock; the reconciler carries the plan out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from daypass.durations import format_duration, parse_duration
+from daypass.grant import binding_name
+from daypass.models import (
+    AccessPolicy,
+    AccessRequest,
+    AccessRequestStatus,
+    HistoryEntry,
+    Phase,
+)
+from daypass.policy import Ask, Verdict, evaluate
+
+OPERATOR = "daypass"
+# Lateness above this is blamed, in the history, on the operator having been away.
+LATE_AFTER = timedelta(seconds=1)
+
+
+class Binding(StrEnum):
+    """What must be true of the request's binding once the plan is carried out."""
+
+    PRESENT = "present"
+    ABSENT = "absent"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One transition: recorded as an event, a history line and an audit line."""
+
+    phase: Phase
+    event: str
+    actor: str
+    message: str
+    warning: bool = False
+
+
+@dataclass
+class Plan:
+    steps: list[Step]
+    status: AccessRequestStatus
+    binding: Binding
+    wake_at: datetime | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def when(moment: datetime | None) -> str:
+    """A time as auditors read it: UTC, to the second."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else "-"
+
+
+def _what(request: AccessRequest) -> str:
+    return f"{request.spec.role} in {request.namespace}"
+
+
+def ask_of(request: AccessRequest, duration: str | None = None) -> Ask:
+    return Ask(
+        requester=request.spec.requester,
+        role=request.spec.role,
+        namespace=request.namespace,
+        duration=duration or request.spec.duration,
+        reason=request.spec.reason,
+        start_at=request.spec.start_at,
+    )
+
+
+@dataclass
+class _Draft:
+    """The plan being written: the new status and the transitions that led to it."""
+
+    status: AccessRequestStatus
+    now: datetime
+    steps: list[Step] = field(default_factory=list)
+    existing: GrantTimes | None = None
+
+    def record(self, step: Step, *, ends: bool = False) -> None:
+        self.steps.append(step)
+        self.status.phase = step.phase
+        self.status.message = step.message
+        if ends:
+            self.status.ended_at = self.now
+        self.status.history.append(
+            HistoryEntry(
+                at=self.now,
+                phase=step.phase,
+                event=step.event,
+                actor=step.actor,
+                message=step.message,
+            )
+        )
+
+    def plan(self, binding: Binding, wake_at: datetime | None = None) -> Plan:
+        return Plan(self.steps, self.status, binding, wake_at)
+
+
+@dataclass(frozen=True)
+class GrantTimes:
+    """The times on a binding that was created for this request before the operator stopped."""
+
+    granted_at: datetime
+    expires_at: datetime
+
+
+def decide(
+    request: AccessRequest,
+    policies: Iterable[AccessPolicy],
+    namespace_labels: Mapping[str, str] | None,
+    now: datetime,
+    existing: GrantTimes | None = None,
+) -> Plan:
+    """What to do with a request now. Deciding again once the plan is carried out is a no-op.
+
+    `existing` is the grant found on the request's binding when the binding was created but the
+    status not yet written (the operator stopped in between): it is adopted, never renewed, so
+    a restart cannot lengthen access.
+    """
+    draft = _Draft(request.status.model_copy(deep=True), now, existing=existing)
+    status = draft.status
+    who = request.spec.requester.username
+    what = _what(request)
+
+    if status.phase is not None and status.phase.ended:
+        return draft.plan(Binding.ABSENT)
+
+    if status.phase is None:
+        status.requested_at = request.metadata.creation_timestamp or now
+        wanted = request.spec.duration or "the policy's default duration"
+        reason = f": {request.spec.reason}" if request.spec.reason else " (no reason given)"
+        draft.record(
+            Step(Phase.PENDING, "Requested", who, f"{who} asked for {what} for {wanted}{reason}")
+        )
+        verdict = evaluate(ask_of(request), policies, namespace_labels, now)
+        if not verdict.allowed:
+            draft.record(
+                Step(
+                    Phase.DENIED,
+                    "Denied",
+                    OPERATOR,
+                    f"denied {what} to {who}: {verdict.message}",
+                    warning=True,
+                ),
+                ends=True,
+            )
+            return draft.plan(Binding.ABSENT)
+        status.policy = verdict.policy
+        status.duration = format_duration(verdict.duration or timedelta(hours=1))
+        if verdict.approvals_needed:
+            return _await_approval(request, draft, verdict)
+        return _start_or_schedule(request, draft)
+
+    # A request under way: a changed or deleted policy may no longer allow it.
+    verdict = evaluate(ask_of(request, status.duration), policies, namespace_labels, now)
+    no_longer = f"no policy allows it any more: {verdict.message}"
+    if verdict.allowed and status.phase != Phase.PENDING:
+        # Its own policy may have been deleted or changed while another still allows it: name
+        # the one that allows it now, so that changing that one re-checks this grant too.
+        # (A pending request keeps its policy: that policy's approvers are the ones asked.)
+        status.policy = verdict.policy
+
+    if status.phase == Phase.PENDING:
+        deadline = status.approval_deadline
+        if not verdict.allowed:
+            draft.record(
+                Step(
+                    Phase.DENIED,
+                    "Denied",
+                    OPERATOR,
+                    f"denied {what} to {who}: {no_longer}",
+                    warning=True,
+                ),
+                ends=True,
+            )
+        elif deadline is not None and now >= deadline:
+            draft.record(
+                Step(
+                    Phase.EXPIRED,
+                    "Expired",
+                    OPERATOR,
+                    f"no approval for {who}'s {what} by the deadline {when(deadline)};"
+                    " the request has ended",
+                    warning=True,
+                ),
+                ends=True,
+            )
+        else:
+            return draft.plan(Binding.ABSENT, wake_at=deadline)
+        return draft.plan(Binding.ABSENT)
+
+    if status.phase == Phase.SCHEDULED:
+        if not verdict.allowed:
+            draft.record(
+                Step(
+                    Phase.REVOKED,
+                    "Revoked",
+                    OPERATOR,
+                    f"scheduled access to {what} for {who} withdrawn: {no_longer}",
+                    warning=True,
+                ),
+                ends=True,
+            )
+            return draft.plan(Binding.ABSENT)
+        return _start_or_schedule(request, draft)
+
+    expires_at = status.expires_at or now
+    if now >= expires_at:
+        late = now - expires_at
+        message = (
+            f"access of {who} to {what} ended at {when(expires_at)};"
+            f" binding {status.binding} removed at {when(now)}"
+        )
+        if late > LATE_AFTER:
+            message += (
+                f", {format_duration(timedelta(seconds=round(late.total_seconds())))} late"
+                " because the operator was not running"
+            )
+        draft.record(Step(Phase.EXPIRED, "Expired", OPERATOR, message), ends=True)
+        return draft.plan(Binding.ABSENT)
+    if not verdict.allowed:
+        draft.record(
+            Step(
+                Phase.REVOKED,
+                "Revoked",
+                OPERATOR,
+                f"revoked {what} from {who} at {when(now)}: {no_longer}",
+                warning=True,
+            ),
+            ends=True,
+        )
+        return draft.plan(Binding.ABSENT)
+    return draft.plan(Binding.PRESENT, wake_at=expires_at)
+
+
+def _await_approval(request: AccessRequest, draft: _Draft, verdict: Verdict) -> Plan:
+    deadline = draft.now + verdict.approval_timeout
+    draft.status.approval_deadline = deadline
+    draft.record(
+        Step(
+            Phase.PENDING,
+            "ApprovalRequired",
+            OPERATOR,
+            f"{_what(request)} for {request.spec.requester.username} needs"
+            f" {verdict.approvals_needed} approval(s) under policy {verdict.policy}"
+            f" by {when(deadline)}",
+        )
+    )
+    return draft.plan(Binding.ABSENT, wake_at=deadline)
+
+
+def _start_or_schedule(request: AccessRequest, draft: _Draft) -> Plan:
+    status = draft.status
+    start_at = request.spec.start_at
+    if start_at is not None and start_at > draft.now:
+        if status.phase != Phase.SCHEDULED:
+            status.start_at = start_at
+            draft.record(
+                Step(
+                    Phase.SCHEDULED,
+                    "Scheduled",
+                    OPERATOR,
+                    f"{_what(request)} for {request.spec.requester.username} starts at"
+                    f" {when(start_at)} for {status.duration} under policy {status.policy}",
+                )
+            )
+        return draft.plan(Binding.ABSENT, wake_at=start_at)
+
+    duration = parse_duration(status.duration) if status.duration else timedelta(hours=1)
+    status.granted_at = draft.now
+    status.expires_at = draft.now + duration
+    status.binding = binding_name(request.name)
+    draft.record(
+        Step(
+            Phase.ACTIVE,
+            "Granted",
+            OPERATOR,
+            f"granted {_what(request)} to {request.spec.requester.username} under policy"
+            f" {status.policy} from {when(draft.now)} until {when(status.expires_at)}"
+            f" ({format_duration(duration)}); binding {status.binding}",
+        )
+    )
+    return draft.plan(Binding.PRESENT, wake_at=status.expires_at)
+
+
+def grant_failed(plan: Plan, request: AccessRequest, reason: str, now: datetime) -> Plan:
+    """The plan once the binding could not be created: the request fails and says why."""
+    draft = _Draft(plan.status, now, list(plan.steps))
+    draft.record(Step(
+        Phase.FAILED,
+        "GrantFailed",
+        OPERATOR,
+        f"could not grant {_what(request)} to {request.spec.requester.username}: {reason}",
+        warning=True,
+    ), ends=True)
+    return draft.plan(Binding.ABSENT)
+
+
+def binding_restored(plan: Plan, request: AccessRequest, what_happened: str, now: datetime,
+                     ) -> Plan:
+    """The plan once an active request's binding, deleted or edited by someone, was put back."""
+    draft = _Draft(plan.status, now, list(plan.steps))
+    draft.record(Step(
+        Phase.ACTIVE,
+        "BindingRestored",
+        OPERATOR,
+        f"binding {plan.status.binding} of {request.spec.requester.username}'s {_what(request)}"
+        f" {what_happened}; restored as granted, until {when(plan.status.expires_at)}",
+        warning=True,
+    ))
+    return draft.plan(plan.binding, plan.wake_at)

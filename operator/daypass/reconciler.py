@@ -1,0 +1,415 @@
+"""The reconciler: decides with the core, then acts on the cluster and records what happened.
+
+It reads the cluster through live views kept current by the watch (policies, namespaces,
+requests, bindings), asks `lifecycle.decide` what to do, carries the plan out in a safe order
+(access is removed before the status says so, and the binding carries its own expiry), and
+wakes itself at the next moment that matters: an expiry, a scheduled start, a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from daypass.audit import AuditLog, EventPoster
+from daypass.grant import (
+    EXPIRES_AT_ANNOTATION,
+    GRANTED_AT_ANNOTATION,
+    binding_name,
+    desired_binding,
+    drift,
+    request_of,
+)
+from daypass.kube import Conflict, Forbidden, Kube
+from daypass.lifecycle import (
+    Binding,
+    GrantTimes,
+    Plan,
+    Step,
+    binding_restored,
+    decide,
+    grant_failed,
+    when,
+)
+from daypass.models import AccessPolicy, AccessRequest, Condition, Phase
+from daypass.policy import compile_policy
+
+log = logging.getLogger("daypass")
+
+Key = tuple[str, str]
+
+
+class Views(Protocol):
+    """What the watch knows of the cluster, kept current by the kopf layer."""
+
+    def policies(self) -> Iterable[dict[str, Any]]: ...
+
+    def namespace_labels(self, name: str) -> Mapping[str, str] | None: ...
+
+    def request(self, key: Key) -> dict[str, Any] | None: ...
+
+    def requests(self) -> Iterable[dict[str, Any]]: ...
+
+    def binding(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+
+def _rv(body: Mapping[str, Any] | None) -> int:
+    try:
+        return int(((body or {}).get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def _key(body: Mapping[str, Any]) -> Key:
+    metadata = body.get("metadata") or {}
+    return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+@dataclass
+class _Parsed:
+    resource_version: str | None
+    policy: AccessPolicy | str
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: Kube,
+        views: Views,
+        events: EventPoster,
+        audit: AuditLog,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.kube = kube
+        self.views = views
+        self.events = events
+        self.audit = audit
+        self.clock = clock
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Bodies this operator wrote, newer than the watch has delivered yet.
+        self._written: dict[Key, dict[str, Any]] = {}
+        self._seen_bindings: dict[tuple[str, str], dict[str, Any]] = {}
+        self._policies: dict[str, _Parsed] = {}
+
+    # What is known
+
+    def latest(self, key: Key) -> dict[str, Any] | None:
+        watched = self.views.request(key)
+        written = self._written.get(key)
+        if written is None:
+            return watched
+        if watched is not None and _rv(watched) >= _rv(written):
+            del self._written[key]
+            return watched
+        if watched is None:
+            return None
+        return written
+
+    def policies(self) -> list[AccessPolicy]:
+        usable = []
+        for body in self.views.policies():
+            parsed = self.parse_policy(body)
+            if isinstance(parsed, AccessPolicy):
+                usable.append(parsed)
+        return usable
+
+    def parse_policy(self, body: Mapping[str, Any]) -> AccessPolicy | str:
+        """A policy's model, or why its shape is unusable; cached by resourceVersion."""
+        metadata = body.get("metadata") or {}
+        name, version = str(metadata.get("name")), metadata.get("resourceVersion")
+        cached = self._policies.get(name)
+        if cached is not None and cached.resource_version == version and version is not None:
+            return cached.policy
+        try:
+            parsed: AccessPolicy | str = AccessPolicy.model_validate(body)
+        except ValidationError as error:
+            parsed = f"the policy's fields cannot be read: {error.errors()[0]['msg']}"
+        self._policies[name] = _Parsed(version, parsed)
+        return parsed
+
+    def _binding(self, namespace: str, name: str) -> dict[str, Any] | None:
+        seen = self._seen_bindings.get((namespace, name))
+        watched = self.views.binding(namespace, name)
+        if seen is not None and _rv(seen) > _rv(watched):
+            return seen
+        self._seen_bindings.pop((namespace, name), None)
+        return watched
+
+    # Requests
+
+    async def reconcile(self, key: Key) -> None:
+        """Bring one request and its binding to where the lifecycle says they should be."""
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            for _ in range(8):
+                body = self.latest(key)
+                if body is None:
+                    return
+                try:
+                    if await self._reconcile_once(key, body):
+                        return
+                except Conflict:
+                    fresh = await self.kube.get_request(*key)
+                    if fresh is None:
+                        return
+                    self._written[key] = fresh
+            log.warning("%s/%s: gave up after repeated conflicts; will retry", *key)
+            self.wake(key, self.clock())
+
+    async def _reconcile_once(self, key: Key, body: dict[str, Any]) -> bool:
+        try:
+            request = AccessRequest.model_validate(body)
+        except ValidationError as error:
+            log.warning("%s/%s: cannot read the request: %s", *key, error.errors()[0]["msg"])
+            return True
+
+        now = self.clock()
+        existing = self._existing_grant(request)
+        plan = decide(request, self.policies(), self.views.namespace_labels(request.namespace),
+                      now, existing)
+        was_active = request.status.phase == Phase.ACTIVE
+
+        if plan.binding is Binding.PRESENT:
+            try:
+                what_happened = await self._ensure_binding(request, plan)
+            except Forbidden as error:
+                plan = grant_failed(plan, request, str(error), self.clock())
+                await self._remove_binding(request, force=True)
+            else:
+                if what_happened and was_active:
+                    plan = binding_restored(plan, request, what_happened, self.clock())
+        else:
+            await self._remove_binding(request, force=bool(plan.steps))
+
+        if plan.status != request.status:
+            written = await self.kube.replace_request_status({**body,
+                                                              "status": plan.status.wire()})
+            self._written[key] = written
+        self._record(body, request, plan.steps)
+        self.wake(key, plan.wake_at)
+        return True
+
+    def _existing_grant(self, request: AccessRequest) -> GrantTimes | None:
+        if request.status.phase not in (None, Phase.PENDING, Phase.SCHEDULED):
+            return None
+        binding = self._binding(request.namespace, binding_name(request.name))
+        if binding is None:
+            return None
+        metadata = binding.get("metadata") or {}
+        owners = [o.get("uid") for o in metadata.get("ownerReferences") or []]
+        annotations = metadata.get("annotations") or {}
+        granted = _parse_time(annotations.get(GRANTED_AT_ANNOTATION))
+        expires = _parse_time(annotations.get(EXPIRES_AT_ANNOTATION))
+        if request.metadata.uid not in owners or granted is None or expires is None:
+            return None
+        return GrantTimes(granted, expires)
+
+    async def _ensure_binding(self, request: AccessRequest, plan: Plan) -> str | None:
+        """Make the binding exactly as granted; say what was wrong with it, if anything was."""
+        assert plan.status.granted_at is not None and plan.status.expires_at is not None
+        desired = desired_binding(request, plan.status.granted_at, plan.status.expires_at)
+        namespace, name = request.namespace, desired["metadata"]["name"]
+        observed = self._binding(namespace, name)
+
+        if observed is None:
+            created = await self.kube.create_binding(desired)
+            if created is not None:
+                self._seen_bindings[(namespace, name)] = created
+                return "was deleted"
+            observed = await self.kube.get_binding(namespace, name)
+            if observed is None:
+                return None
+
+        differences = drift(observed, desired)
+        if not differences:
+            return None
+        await self.kube.replace_binding(desired, observed)
+        self._seen_bindings.pop((namespace, name), None)
+        return f"was changed ({', '.join(differences)})"
+
+    async def _remove_binding(self, request: AccessRequest, *, force: bool) -> None:
+        name = binding_name(request.name)
+        if force or self._binding(request.namespace, name) is not None:
+            await self.kube.delete_binding(request.namespace, name)
+            self._seen_bindings.pop((request.namespace, name), None)
+
+    def _record(self, body: dict[str, Any], request: AccessRequest, steps: list[Step]) -> None:
+        if not steps:
+            return
+        for step in steps:
+            log.info(
+                "%s/%s %s: %s", request.namespace, request.name, step.event, step.message,
+                extra={"request": f"{request.namespace}/{request.name}", "event": step.event,
+                       "phase": step.phase.value, "actor": step.actor},
+            )
+            self.audit.write({
+                "event": step.event,
+                "phase": step.phase.value,
+                "namespace": request.namespace,
+                "request": request.name,
+                "uid": request.metadata.uid,
+                "requester": request.spec.requester.username,
+                "role": str(request.spec.role),
+                "actor": step.actor,
+                "message": step.message,
+            })
+        self.events.post_all(body, [(s.event, s.message, s.warning) for s in steps])
+
+    async def forget(self, body: dict[str, Any]) -> None:
+        """A request was deleted: its access ends now, whatever its phase said."""
+        key = _key(body)
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        self._written.pop(key, None)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            name = binding_name(key[1])
+            removed = await self.kube.delete_binding(key[0], name)
+        self._locks.pop(key, None)
+        try:
+            request = AccessRequest.model_validate(body)
+        except ValidationError:
+            return
+        if request.status.phase == Phase.ACTIVE or removed:
+            step = Step(Phase.REVOKED, "Revoked", "daypass",
+                        f"request deleted: access of {request.spec.requester.username} to"
+                        f" {request.spec.role} in {request.namespace} ended at"
+                        f" {when(self.clock())}")
+            self._record(body, request, [step])
+
+    # Time
+
+    def wake(self, key: Key, at: datetime | None) -> None:
+        """Look at this request again at `at` (now, if that is past); one timer per request."""
+        old = self._timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        if at is None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, (at - self.clock()).total_seconds())
+        self._timers[key] = loop.call_later(delay, self._fire, key)
+
+    def _fire(self, key: Key) -> None:
+        self._timers.pop(key, None)
+        task = asyncio.get_running_loop().create_task(self._safely(key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _safely(self, key: Key) -> None:
+        try:
+            await self.reconcile(key)
+        except Exception:  # noqa: BLE001 - one request's failure never stops the others
+            log.exception("%s/%s: reconcile failed; retrying in 5s", *key)
+            self.wake(key, self.clock() + _RETRY)
+
+    def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+    # Bindings
+
+    async def binding_changed(self, body: dict[str, Any], deleted: bool) -> None:
+        """A Daypass binding changed: restore it, or delete it when no active request owns it."""
+        namespace, binding = _key(body)
+        request_name = request_of(body)
+        request_body = self.latest((namespace, request_name)) if request_name else None
+        owners = {o.get("uid") for o in (body.get("metadata") or {}).get("ownerReferences") or []}
+        owner_gone = request_body is None or (
+            (request_body.get("metadata") or {}).get("uid") not in owners
+        )
+        if owner_gone:
+            if not deleted and await self.kube.delete_binding(namespace, binding):
+                log.warning("%s/%s: deleted a Daypass binding whose request is gone", namespace,
+                            binding)
+                self.audit.write({"event": "StrayBindingDeleted", "namespace": namespace,
+                                  "binding": binding, "request": request_name})
+            return
+        await self.reconcile((namespace, str(request_name)))
+
+    # Policies
+
+    async def policy_changed(self, body: dict[str, Any], deleted: bool, recheck: bool = True,
+                             ) -> None:
+        """A policy changed or went away: report whether it is usable, re-check its requests."""
+        name = str((body.get("metadata") or {}).get("name"))
+        if not deleted:
+            await self._report_policy(body)
+        else:
+            self._policies.pop(name, None)
+        if not recheck:
+            return
+        now = self.clock()
+        for request in list(self.views.requests()):
+            status = request.get("status") or {}
+            if status.get("policy") == name and status.get("phase") not in _ENDED:
+                self.wake(_key(request), now)
+
+    async def _report_policy(self, body: dict[str, Any]) -> None:
+        parsed = self.parse_policy(body)
+        problem = parsed if isinstance(parsed, str) else None
+        if isinstance(parsed, AccessPolicy):
+            compiled = compile_policy(parsed)
+            problem = compiled if isinstance(compiled, str) else None
+        ready = Condition(
+            type="Ready",
+            status="False" if problem else "True",
+            reason="Invalid" if problem else "Valid",
+            message=problem or "the policy is in force",
+            last_transition_time=self.clock(),
+            observed_generation=(body.get("metadata") or {}).get("generation"),
+        )
+        current: dict[str, Any] = next(
+            (c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type")
+             == "Ready"),
+            {},
+        )
+        if (current.get("status"), current.get("message"), current.get("observedGeneration")) == (
+            ready.status, ready.message, ready.observed_generation
+        ):
+            return
+        if current.get("status") == ready.status:
+            ready.last_transition_time = _parse_time(current.get("lastTransitionTime")) or (
+                ready.last_transition_time
+            )
+        await self.kube.patch_policy_status(str(body["metadata"]["name"]), {
+            "observedGeneration": ready.observed_generation,
+            "conditions": [ready.wire()],
+        })
+        name = body["metadata"]["name"]
+        if problem:
+            log.warning("policy %s cannot be used: %s", name, problem)
+            self.events.post(body, "PolicyInvalid", f"policy {name} allows nothing: {problem}",
+                             warning=True)
+        else:
+            log.info("policy %s is in force", name)
+            self.events.post(body, "PolicyReady", f"policy {name} is in force")
+
+    async def namespace_changed(self, name: str) -> None:
+        """A namespace's labels changed: selectors may match it no longer."""
+        now = self.clock()
+        for request in list(self.views.requests()):
+            key = _key(request)
+            if key[0] == name and (request.get("status") or {}).get("phase") not in _ENDED:
+                self.wake(key, now)
+
+
+_ENDED = {phase.value for phase in Phase if phase.ended}
+_RETRY = timedelta(seconds=5)
