@@ -13,7 +13,7 @@ import logging
 import secrets
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from daypass.kube import Kube
@@ -79,9 +79,11 @@ class EventPoster:
                  at: datetime | None = None) -> None:
         """Post several events on one object; they are posted one after another, in order."""
         moment = at or datetime.now(UTC)
+        # One microsecond apart, so that sorting by eventTime keeps the order of transitions.
         self.queue.put_nowait([
-            (body, "Warning" if warning else "Normal", reason, message, moment)
-            for reason, message, warning in events
+            (body, "Warning" if warning else "Normal", reason, message,
+             moment + timedelta(microseconds=index))
+            for index, (reason, message, warning) in enumerate(events)
         ])
 
     async def drain(self) -> None:

@@ -128,13 +128,15 @@ async def namespace_event(event: Mapping[str, Any], name: str, memo: kopf.Memo,
 def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
     """kopf watches with the very credentials the reconciler acts with."""
     configuration = memo.kube.configuration
-    token = (configuration.api_key or {}).get("authorization", "")
+    keys = configuration.api_key or {}
+    header = str(keys.get("BearerToken") or keys.get("authorization") or "")
+    token = header.removeprefix("Bearer ").strip() or None
     return kopf.ConnectionInfo(
         server=configuration.host,
         ca_path=configuration.ssl_ca_cert,
         insecure=not configuration.verify_ssl,
         scheme="Bearer" if token else None,
-        token=token.removeprefix("Bearer ").strip() or None,
+        token=token,
         certificate_path=configuration.cert_file,
         private_key_path=configuration.key_file,
         default_namespace="default",
@@ -144,6 +146,9 @@ def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     settings.posting.enabled = False
+    # The CRDs are installed before the operator; watching for new ones would need read access
+    # to every CRD in the cluster, which least privilege says the operator does without.
+    settings.scanning.disabled = True
     settings.persistence.finalizer = "daypass.dev/finalizer"
     # Events of one object are handled in order; a short batch window keeps grants quick.
     settings.batching.batch_window = 0.01

@@ -254,7 +254,10 @@ def evaluate(
         )
 
     if closest is not None:
-        return Verdict(allowed=False, message=closest[2], policy=None, refusals=refusals)
+        message = closest[2]
+        if unusable:
+            message += f" (also: {'; '.join(unusable)})"
+        return Verdict(allowed=False, message=message, policy=None, refusals=refusals)
     if unusable:
         return Verdict(allowed=False, message="; ".join(unusable), refusals=refusals)
     return Verdict(allowed=False, message="no AccessPolicy exists, so nothing can be granted")

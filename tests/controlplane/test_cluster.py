@@ -1,13 +1,17 @@
 """End-to-end tests of the local control plane: real etcd, API server and controller manager.
 
-The shared control plane is reused and left running; the stop test runs a private one on
-other ports so it never stops what others use.
+The shared control plane is reused and left running; the restart and stop test runs a private
+one on other ports so it never stops what others use.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,16 @@ pytestmark = pytest.mark.e2e
 
 def _pids(state_dir: Path) -> dict[str, int | None]:
     return {component.name: component.pid for component in cluster.status(state_dir)}
+
+
+def _eventually(condition: Callable[[], bool], deadline: float = 60) -> bool:
+    """Poll a controller's effect; the deadline only bounds a failure, it measures nothing."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
 
 
 def _refused(port: int) -> bool:
@@ -78,6 +92,68 @@ def test_the_edit_cluster_role_is_aggregated(local_cluster: cluster.LocalCluster
     assert any("pods" in rule.get("resources", []) and "list" in rule["verbs"] for rule in rules)
 
 
+def test_the_controller_manager_aggregates_new_roles(local_cluster: cluster.LocalCluster) -> None:
+    name = "controlplane-test-aggregate-to-edit"
+    probe = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {
+            "name": name,
+            "labels": {"rbac.authorization.k8s.io/aggregate-to-edit": "true"},
+        },
+        "rules": [{"apiGroups": ["probe.daypass.dev"], "resources": ["widgets"], "verbs": ["get"]}],
+    }
+    made = local_cluster.kubectl("apply", "-f", "-", input=json.dumps(probe))
+    assert made.returncode == 0, made.stderr
+
+    def aggregated() -> bool:
+        done = local_cluster.kubectl("get", "clusterrole", "edit", "-o", "json")
+        rules = json.loads(done.stdout)["rules"]
+        return any("probe.daypass.dev" in rule.get("apiGroups", []) for rule in rules)
+
+    try:
+        assert _eventually(aggregated)
+    finally:
+        local_cluster.kubectl("delete", "clusterrole", name)
+
+
+def test_the_garbage_collector_cascades_owner_references(
+    local_cluster: cluster.LocalCluster,
+) -> None:
+    local_cluster.kubectl("delete", "configmap", "controlplane-test-owner", "--ignore-not-found")
+    made = local_cluster.kubectl("create", "configmap", "controlplane-test-owner")
+    assert made.returncode == 0, made.stderr
+    uid = local_cluster.kubectl(
+        "get", "configmap", "controlplane-test-owner", "-o", "jsonpath={.metadata.uid}"
+    ).stdout
+    dependent = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "controlplane-test-dependent",
+            "namespace": "default",
+            "ownerReferences": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "name": "controlplane-test-owner",
+                    "uid": uid,
+                }
+            ],
+        },
+    }
+    made = local_cluster.kubectl("apply", "-f", "-", input=json.dumps(dependent))
+    assert made.returncode == 0, made.stderr
+
+    local_cluster.kubectl("delete", "configmap", "controlplane-test-owner")
+
+    def collected() -> bool:
+        done = local_cluster.kubectl("get", "configmap", "controlplane-test-dependent")
+        return "NotFound" in done.stderr
+
+    assert _eventually(collected)
+
+
 def test_restart_keeps_data_and_stop_leaves_nothing_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -89,12 +165,18 @@ def test_restart_keeps_data_and_stop_leaves_nothing_behind(
         first = cluster.start(state_dir=state)
         made = first.kubectl("create", "configmap", "survivor", "-n", "default")
         assert made.returncode == 0, made.stderr
-        cluster.stop(state)
+        before = _pids(state)
+        apiserver = before[cluster.APISERVER]
+        assert apiserver is not None
+        os.kill(apiserver, signal.SIGKILL)
 
         second = cluster.start(state_dir=state)
         kept = second.kubectl("get", "configmap", "survivor", "-n", "default")
         assert kept.returncode == 0, kept.stderr
         assert second.tokens == first.tokens
+        after = _pids(state)
+        assert after[cluster.APISERVER] not in (None, apiserver)
+        assert after[cluster.ETCD] == before[cluster.ETCD]
     finally:
         cluster.stop(state)
 

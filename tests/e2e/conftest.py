@@ -21,11 +21,13 @@ from .harness import (
     eventually,
     impersonating_client,
     policy,
+    unique,
 )
 
 pytestmark = pytest.mark.e2e
 
 STANDARD_POLICY = "developers-edit"
+ELIGIBLE = "daypass.dev/eligible"
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +68,7 @@ def standard_policy(cluster: Cluster, namespaces: tuple[str, str]) -> str:
     cluster.apply(policy(
         STANDARD_POLICY,
         roles=[{"kind": "ClusterRole", "name": "edit"}, {"kind": "Role", "name": "debugger"}],
+        namespaces={"names": ["team-a"], "selector": {"matchLabels": {ELIGIBLE: "true"}}},
         reason={"required": True, "pattern": "^[A-Z]+-[0-9]+"},
     ))
     return STANDARD_POLICY
@@ -92,6 +95,14 @@ def wait_until_serving(cluster: Cluster, running: Operator, policy_name: str) ->
                    for c in (body.get("status") or {}).get("conditions") or [])
 
     eventually(ready, timeout=60, every=0.2, what="the operator to report its policy Ready")
+
+
+@pytest.fixture
+def space(cluster: Cluster, operator: Operator) -> str:
+    """A namespace of this test's own, where developers-edit allows edit."""
+    name = unique("space")
+    cluster.ensure_namespace(name, labels={ELIGIBLE: "true"})
+    return name
 
 
 @pytest.fixture

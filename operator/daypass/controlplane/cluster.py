@@ -40,7 +40,6 @@ from daypass.controlplane import build
 
 OPERATOR_USER = "system:serviceaccount:daypass-system:daypass"
 
-# The SPEC's users, in the order the kubeconfig lists them.
 USERS: dict[str, tuple[str, ...]] = {
     "admin": ("system:masters",),
     OPERATOR_USER: ("system:serviceaccounts", "system:serviceaccounts:daypass-system"),
@@ -183,12 +182,13 @@ def start(
             APISERVER: lambda: api.status("/readyz") == 200,
             CONTROLLER_MANAGER: lambda: True,
         }
-        started: list[str] = []
-        for component, argv in _commands(cluster, list(extra_apiserver_args)).items():
-            forced = component == APISERVER and tokens_changed
-            _ensure_running(state, component, argv, ports.of(component), forced)
-            started.append(component)
-            _wait_for(f"{component} to be healthy", healthy[component], state, started, 180)
+        commands = _commands(cluster, list(extra_apiserver_args))
+        needed = _prepare(state, commands, ports, [APISERVER] if tokens_changed else [])
+        for index, component in enumerate(COMPONENTS):
+            if component in needed:
+                _spawn(state, component, commands[component])
+            watched = COMPONENTS[: index + 1]
+            _wait_for(f"{component} to be healthy", healthy[component], state, watched, 180)
 
         _wait_for(
             "the default namespace",
@@ -296,6 +296,9 @@ def _commands(cluster: LocalCluster, extra_apiserver_args: list[str]) -> dict[st
             f"--service-account-key-file={state / 'sa.pub'}",
             f"--service-account-signing-key-file={state / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            # Otherwise SIGTERM waits up to --request-timeout (60s) for open watches, such as
+            # the controller manager's or the operator's, which never end on their own.
+            "--shutdown-send-retry-after=true",
             *extra_apiserver_args,
         ],
         CONTROLLER_MANAGER: [
@@ -307,30 +310,46 @@ def _commands(cluster: LocalCluster, extra_apiserver_args: list[str]) -> dict[st
             f"--service-account-private-key-file={state / 'sa.key'}",
             f"--root-ca-file={state / 'ca.crt'}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            # Its default is under /usr/libexec, which it creates when missing.
+            f"--flex-volume-plugin-dir={state / 'flexvolume'}",
         ],
     }
 
 
-def _ensure_running(
-    state: Path, component: str, argv: list[str], ports: tuple[int, ...], forced: bool
-) -> None:
-    running = _our_pids(state, component)
-    if running and not forced and all(_cmdline(pid) == argv for pid in running):
-        return
-    for pid in running:
-        _say(f"restarting {component}: its flags or tokens changed")
-        _terminate(pid, component)
-        for port in ports:
-            _wait_until(functools.partial(_port_free, port), timeout=15)
+def _prepare(
+    state: Path, commands: dict[str, list[str]], ports: Ports, restart: Sequence[str]
+) -> list[str]:
+    """The components to start: stops those running with other flags, or named in `restart`.
 
-    for port in ports:
-        if not _port_free(port):
-            raise ControlPlaneError(
-                f"127.0.0.1:{port}, needed by {component}, is in use by a process this control "
-                f"plane did not start (see `ss -ltnp 'sport = :{port}'`); stop it, or choose "
-                "other ports with DAYPASS_APISERVER_PORT and DAYPASS_ETCD_PORT"
-            )
+    Every port they need is checked before anything starts, so that a port taken by someone
+    else leaves nothing half started behind.
+    """
+    needed: list[str] = []
+    stopped_any = False
+    for component, argv in commands.items():
+        running = _our_pids(state, component)
+        if running and component not in restart and all(_cmdline(p) == argv for p in running):
+            continue
+        for pid in running:
+            _say(f"restarting {component}: its flags or tokens changed")
+            _terminate(pid, component)
+            stopped_any = True
+        needed.append(component)
 
+    for component in needed:
+        for port in ports.of(component):
+            # A process just stopped, or one that has just died, may take a moment to let go
+            # of its port.
+            if not _wait_until(functools.partial(_port_free, port), 15 if stopped_any else 5):
+                raise ControlPlaneError(
+                    f"127.0.0.1:{port}, needed by {component}, is in use by a process this "
+                    f"control plane did not start (see `ss -ltnp 'sport = :{port}'`); stop it, "
+                    "or choose other ports with DAYPASS_APISERVER_PORT and DAYPASS_ETCD_PORT"
+                )
+    return needed
+
+
+def _spawn(state: Path, component: str, argv: list[str]) -> None:
     _say(f"starting {component} (log: {state / f'{component}.log'})")
     with open(state / f"{component}.log", "ab") as log:
         child = subprocess.Popen(
@@ -346,7 +365,11 @@ def _ensure_running(
 
 
 def _our_pids(state: Path, component: str) -> list[int]:
-    """Live processes of `component` started from `state`: the pid file's, and any it lost."""
+    """Live processes of `component` started from `state`: the pid file's, and any it lost.
+
+    Linux only: a process is recognised by its command line in /proc, which guards against a
+    reused pid. Elsewhere nothing is found, and a start fails on the ports still in use.
+    """
     candidates: list[int] = []
     with contextlib.suppress(OSError, ValueError):
         candidates.append(int((state / f"{component}.pid").read_text().strip()))
