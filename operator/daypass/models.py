@@ -218,3 +218,38 @@ class AccessRequest(Shape):
     @property
     def name(self) -> str:
         return self.metadata.name
+
+
+# AccessReview
+
+
+class Decision(StrEnum):
+    APPROVE = "Approve"
+    DENY = "Deny"
+    REVOKE = "Revoke"
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "Accepted"
+    REJECTED = "Rejected"
+
+
+class AccessReviewSpec(Shape):
+    request: str
+    decision: Decision
+    reason: str | None = None
+    reviewer: UserInfo
+
+
+class AccessReviewStatus(Shape):
+    outcome: Outcome | None = None
+    message: str | None = None
+    at: datetime | None = None
+
+
+class AccessReview(Shape):
+    api_version: str = API_VERSION
+    kind: str = "AccessReview"
+    metadata: ObjectMeta
+    spec: AccessReviewSpec
+    status: AccessReviewStatus = Field(default_factory=AccessReviewStatus)
