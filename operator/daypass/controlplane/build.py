@@ -1,4 +1,5 @@
-"""Build the local control plane's binaries from the Kubernetes Go modules, once per release.
+"""Build the local control plane's binaries from the Kubernetes Go modules, once per release,
+and helm from its own Go module for the install tests.
 
 The binaries live in a cache outside the repository, keyed by release, so a fresh machine
 builds them once and every later start reuses them. This module never starts anything.
@@ -22,6 +23,7 @@ BINARIES = {
     "kubectl": "k8s.io/kubernetes/cmd/kubectl",
     "etcd": "go.etcd.io/etcd/server/v3",
 }
+HELM_VERSION = "v4.3.2"
 
 
 def cache_root() -> Path:
@@ -133,6 +135,39 @@ def build(version: str = KUBERNETES_VERSION) -> Path:
         shutil.rmtree(target)
     staging_dir.rename(target)
     _say(f"built in {int(time.monotonic() - started)}s: {', '.join(BINARIES)}")
+    return target
+
+
+def helm_path(version: str = HELM_VERSION) -> Path:
+    return cache_root() / f"helm-{version}" / "bin" / "helm"
+
+
+def build_helm(version: str = HELM_VERSION) -> Path:
+    """Build helm from its Go module into the cache, once per version, and return its path."""
+    target = helm_path(version)
+    if target.is_file():
+        return target
+    if shutil.which("go") is None:
+        raise RuntimeError("Go 1.26 or newer is needed to build helm")
+
+    major = version.lstrip("v").split(".")[0]
+    module = f"helm.sh/helm/v{major}"
+    partial = target.parent.parent / "bin.partial"
+    partial.mkdir(parents=True, exist_ok=True)
+    # `helm version` reports what the linker is told; unset, it says the module's placeholder.
+    ldflags = f"-s -w -X {module}/internal/version.version={version}"
+    env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": str(partial),
+           "GOFLAGS": "-mod=mod -buildvcs=false"}
+    started = time.monotonic()
+
+    _say(f"building helm {version} into {target.parent} (first time only)")
+    _go(["install", "-trimpath", "-ldflags", ldflags, f"{module}/cmd/helm@{version}"],
+        Path.cwd(), env)
+
+    if target.parent.exists():
+        shutil.rmtree(target.parent)
+    partial.rename(target.parent)
+    _say(f"built helm {version} in {int(time.monotonic() - started)}s")
     return target
 
 
