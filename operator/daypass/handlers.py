@@ -81,8 +81,10 @@ def request_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -
 
 
 @kopf.index(*RBAC, labels=DAYPASS_BINDINGS)
-def binding_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Any]:
-    return {(namespace or "", name): {key: body.get(key) for key in ("metadata", "subjects", "roleRef")}}
+def binding_index(namespace: str | None, name: str, body: kopf.Body, **_: Any,
+                  ) -> dict[Key, Any]:
+    return {(namespace or "", name): {key: body.get(key)
+                                      for key in ("metadata", "subjects", "roleRef")}}
 
 
 # Handlers.
@@ -95,6 +97,14 @@ async def request_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Me
         await reconciler.forget(_plain(body))
     else:
         await reconciler.reconcile((body.metadata.namespace or "", body.metadata.name or ""))
+
+
+@kopf.on.event(GROUP, VERSION, "accessreviews")
+async def review_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo,
+                       **_: Any) -> None:
+    if event.get("type") != "DELETED":
+        reconciler: Reconciler = memo.reconciler
+        await reconciler.review(_plain(body))
 
 
 @kopf.on.event(*RBAC, labels=DAYPASS_BINDINGS)

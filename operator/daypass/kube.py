@@ -102,6 +102,17 @@ class Kube:
             if error.status != 404:
                 raise
 
+    async def patch_review_status(self, namespace: str, name: str, status: dict[str, Any],
+                                  ) -> None:
+        try:
+            await self.call(
+                self.custom.patch_namespaced_custom_object_status,
+                GROUP, VERSION, namespace, "accessreviews", name, {"status": status},
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
     # RoleBindings
 
     async def get_binding(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -83,6 +83,7 @@ class _Draft:
     now: datetime
     steps: list[Step] = field(default_factory=list)
     existing: GrantTimes | None = None
+    earlier: AccessRequest | None = None
 
     def record(self, step: Step, *, ends: bool = False) -> None:
         self.steps.append(step)
@@ -118,6 +119,7 @@ def decide(
     namespace_labels: Mapping[str, str] | None,
     now: datetime,
     existing: GrantTimes | None = None,
+    earlier: AccessRequest | None = None,
 ) -> Plan:
     """What to do with a request now. Deciding again once the plan is carried out is a no-op.
 
@@ -125,7 +127,8 @@ def decide(
     status not yet written (the operator stopped in between): it is adopted, never renewed, so
     a restart cannot lengthen access.
     """
-    draft = _Draft(request.status.model_copy(deep=True), now, existing=existing)
+    policies = list(policies)
+    draft = _Draft(request.status.model_copy(deep=True), now, existing=existing, earlier=earlier)
     status = draft.status
     who = request.spec.requester.username
     what = _what(request)
@@ -150,6 +153,14 @@ def decide(
                     f"denied {what} to {who}: {verdict.message}",
                     warning=True,
                 ),
+                ends=True,
+            )
+            return draft.plan(Binding.ABSENT)
+        follows = _follow_up_problem(request, earlier)
+        if follows is not None:
+            draft.record(
+                Step(Phase.DENIED, "Denied", OPERATOR, f"denied {what} to {who}: {follows}",
+                     warning=True),
                 ends=True,
             )
             return draft.plan(Binding.ABSENT)
@@ -193,6 +204,9 @@ def decide(
                 ),
                 ends=True,
             )
+        elif len(approvals(status)) >= _approvals_needed(request, status, policies,
+                                                          namespace_labels, verdict, now):
+            return _start_or_schedule(request, draft)
         else:
             return draft.plan(Binding.ABSENT, wake_at=deadline)
         return draft.plan(Binding.ABSENT)
@@ -275,20 +289,36 @@ def _start_or_schedule(request: AccessRequest, draft: _Draft) -> Plan:
         return draft.plan(Binding.ABSENT, wake_at=start_at)
 
     duration = parse_duration(status.duration) if status.duration else timedelta(hours=1)
-    status.granted_at = draft.now
-    status.expires_at = draft.now + duration
+    granted_at, expires_at = draft.now, draft.now + duration
+    following = ""
+    earlier = draft.earlier
+    if (earlier is not None and earlier.status.phase == Phase.ACTIVE
+            and earlier.status.expires_at is not None and earlier.status.expires_at > draft.now):
+        # A follow-up granted while the earlier grant runs starts where that one ends; both
+        # bindings exist until then, so access has no gap at the boundary.
+        expires_at = earlier.status.expires_at + duration
+        following = (f"; follows {earlier.name}, which ends at"
+                     f" {when(earlier.status.expires_at)}, and adds {format_duration(duration)}")
+    if draft.existing is not None:
+        # The binding was created before the operator stopped: keep its times, never renew.
+        granted_at, expires_at = draft.existing.granted_at, draft.existing.expires_at
+    status.granted_at, status.expires_at = granted_at, expires_at
     status.binding = binding_name(request.name)
+    approved = approvals(status)
+    by = f", approved by {', '.join(approved)}" if approved else ""
     draft.record(
         Step(
             Phase.ACTIVE,
             "Granted",
             OPERATOR,
             f"granted {_what(request)} to {request.spec.requester.username} under policy"
-            f" {status.policy} from {when(draft.now)} until {when(status.expires_at)}"
-            f" ({format_duration(duration)}); binding {status.binding}",
+            f" {status.policy}{by} from {when(granted_at)} until {when(expires_at)}"
+            f" ({format_duration(expires_at - granted_at)}); binding {status.binding}{following}",
         )
     )
-    return draft.plan(Binding.PRESENT, wake_at=status.expires_at)
+    if expires_at <= draft.now:
+        return decide(request.model_copy(update={"status": status}), [], None, draft.now)
+    return draft.plan(Binding.PRESENT, wake_at=expires_at)
 
 
 def grant_failed(plan: Plan, request: AccessRequest, reason: str, now: datetime) -> Plan:
@@ -317,3 +347,61 @@ def binding_restored(plan: Plan, request: AccessRequest, what_happened: str, now
         warning=True,
     ))
     return draft.plan(plan.binding, plan.wake_at)
+
+
+def approvals(status: AccessRequestStatus) -> list[str]:
+    """The distinct approvers whose approval counted, in the order they came."""
+    seen: list[str] = []
+    for record in status.reviews:
+        if (record.decision == "Approve" and record.outcome == "Accepted"
+                and record.reviewer not in seen):
+            seen.append(record.reviewer)
+    return seen
+
+
+def _approvals_needed(request: AccessRequest, status: AccessRequestStatus,
+                      policies: list[AccessPolicy], namespace_labels: Mapping[str, str] | None,
+                      verdict: Verdict, now: datetime) -> int:
+    """Approvals the request's own policy asks for; if that policy no longer allows it, the
+    policy that now does takes its place (and its approvers and count)."""
+    own = next((p for p in policies if p.metadata.name == status.policy), None)
+    if own is not None and evaluate(ask_of(request, status.duration), [own], namespace_labels,
+                                    now).allowed:
+        return own.spec.approval.count if own.spec.approval.required else 0
+    status.policy = verdict.policy
+    return verdict.approvals_needed
+
+
+def _follow_up_problem(request: AccessRequest, earlier: AccessRequest | None) -> str | None:
+    """Why a request cannot follow the one it names in spec.extends, or None when it can."""
+    name = request.spec.extends
+    if not name:
+        return None
+    if earlier is None:
+        return f"it extends {name}, but there is no request {name} in {request.namespace}"
+    if (earlier.spec.requester.username != request.spec.requester.username
+            or earlier.spec.role != request.spec.role):
+        return (
+            f"it extends {name}, which is {earlier.spec.requester.username}'s request for"
+            f" {earlier.spec.role}: a follow-up must be the same requester's, for the same role"
+        )
+    return None
+
+
+def followed_by(earlier: AccessRequest, follower: AccessRequest, now: datetime) -> Plan | None:
+    """The earlier request's record that a follow-up now continues its access."""
+    if earlier.status.extended_by == follower.name:
+        return None
+    draft = _Draft(earlier.status.model_copy(deep=True), now)
+    draft.status.extended_by = follower.name
+    phase = draft.status.phase or Phase.PENDING
+    message = (
+        f"followed by {follower.name}: access of {earlier.spec.requester.username} to"
+        f" {_what(earlier)} continues until {when(follower.status.expires_at)}"
+    )
+    draft.steps.append(Step(phase, "Extended", follower.spec.requester.username, message))
+    draft.status.history.append(HistoryEntry(at=now, phase=phase, event="Extended",
+                                             actor=follower.spec.requester.username,
+                                             message=message))
+    binding = Binding.PRESENT if phase == Phase.ACTIVE else Binding.ABSENT
+    return draft.plan(binding, wake_at=earlier.status.expires_at if binding else None)

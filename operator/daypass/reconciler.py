@@ -34,11 +34,21 @@ from daypass.lifecycle import (
     Step,
     binding_restored,
     decide,
+    followed_by,
     grant_failed,
     when,
 )
-from daypass.models import AccessPolicy, AccessRequest, Condition, Phase
+from daypass.models import (
+    AccessPolicy,
+    AccessRequest,
+    AccessReview,
+    Condition,
+    Decision,
+    Outcome,
+    Phase,
+)
 from daypass.policy import compile_policy
+from daypass.review import Judgement, judge
 
 log = logging.getLogger("daypass")
 
@@ -172,17 +182,29 @@ class Reconciler:
             log.warning("%s/%s: gave up after repeated conflicts; will retry", *key)
             self.wake(key, self.clock())
 
-    async def _reconcile_once(self, key: Key, body: dict[str, Any]) -> bool:
+    async def _reconcile_once(self, key: Key, body: dict[str, Any],
+                              review: AccessReview | None = None) -> bool:
         try:
             request = AccessRequest.model_validate(body)
         except ValidationError as error:
             log.warning("%s/%s: cannot read the request: %s", *key, error.errors()[0]["msg"])
+            if review is not None:
+                await self._answer(review, Outcome.REJECTED, "the request cannot be read")
             return True
 
         now = self.clock()
-        existing = self._existing_grant(request)
-        plan = decide(request, self.policies(), self.views.namespace_labels(request.namespace),
-                      now, existing)
+        policies = self.policies()
+        judged = request
+        judgement: Judgement | None = None
+        if review is not None:
+            judgement = judge(review, request, policies, now)
+            if judgement.status is not None:
+                judged = request.model_copy(update={"status": judgement.status})
+        earlier = self._earlier(request)
+        plan = decide(judged, policies, self.views.namespace_labels(request.namespace), now,
+                      self._existing_grant(request), earlier)
+        if judgement is not None:
+            plan.steps[:0] = judgement.steps
         was_active = request.status.phase == Phase.ACTIVE
 
         if plan.binding is Binding.PRESENT:
@@ -202,8 +224,103 @@ class Reconciler:
                                                               "status": plan.status.wire()})
             self._written[key] = written
         self._record(body, request, plan.steps)
+        if review is not None and judgement is not None:
+            await self._answer(review, judgement.outcome, judgement.message)
+        if earlier is not None and any(step.event == "Granted" for step in plan.steps):
+            follower = request.model_copy(update={"status": plan.status})
+            self._spawn(self._note_follow_up(earlier.key, follower))
         self.wake(key, plan.wake_at)
         return True
+
+    def _earlier(self, request: AccessRequest) -> AccessRequest | None:
+        if not request.spec.extends:
+            return None
+        body = self.latest((request.namespace, request.spec.extends))
+        if body is None:
+            return None
+        try:
+            return AccessRequest.model_validate(body)
+        except ValidationError:
+            return None
+
+    async def _note_follow_up(self, key: Key, follower: AccessRequest) -> None:
+        """Record on the earlier request that a follow-up continues its access."""
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            body = self.latest(key)
+            if body is None:
+                return
+            earlier = AccessRequest.model_validate(body)
+            plan = followed_by(earlier, follower, self.clock())
+            if plan is None:
+                return
+            try:
+                written = await self.kube.replace_request_status({**body,
+                                                                  "status": plan.status.wire()})
+            except Conflict:
+                self.wake(key, self.clock())
+                return
+            self._written[key] = written
+            self._record(body, earlier, plan.steps)
+
+    # Reviews
+
+    async def review(self, body: dict[str, Any]) -> None:
+        """Judge a new AccessReview and record it on its request, under the request's lock."""
+        if (body.get("status") or {}).get("outcome"):
+            return
+        try:
+            review = AccessReview.model_validate(body)
+        except ValidationError as error:
+            log.warning("review %s cannot be read: %s", _key(body), error.errors()[0]["msg"])
+            return
+        key = (review.metadata.namespace or "", review.spec.request)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            for _ in range(8):
+                request_body = self.latest(key)
+                if request_body is not None and not (request_body.get("status") or {}).get(
+                        "phase"):
+                    # A review may arrive before its request was looked at: look first.
+                    await self._reconcile_once(key, request_body)
+                    request_body = self.latest(key)
+                if request_body is None:
+                    judgement = judge(review, None, [], self.clock())
+                    await self._answer(review, judgement.outcome, judgement.message)
+                    return
+                try:
+                    await self._reconcile_once(key, request_body, review)
+                    return
+                except Conflict:
+                    fresh = await self.kube.get_request(*key)
+                    if fresh is not None:
+                        self._written[key] = fresh
+
+    async def _answer(self, review: AccessReview, outcome: Outcome, message: str) -> None:
+        if message == "already recorded" and review.status.outcome:
+            return
+        await self.kube.patch_review_status(
+            review.metadata.namespace or "", review.metadata.name,
+            {"outcome": outcome.value, "message": message, "at": self.clock().isoformat()},
+        )
+        reason = {Decision.APPROVE: "Approved", Decision.DENY: "Denied",
+                  Decision.REVOKE: "Revoked"}[review.spec.decision]
+        if outcome == Outcome.REJECTED:
+            reason = "ReviewRejected"
+        log.info("review %s/%s by %s: %s %s", review.metadata.namespace, review.metadata.name,
+                 review.spec.reviewer.username, outcome.value, message)
+        self.audit.write({
+            "event": reason, "namespace": review.metadata.namespace,
+            "review": review.metadata.name, "request": review.spec.request,
+            "reviewer": review.spec.reviewer.username, "decision": review.spec.decision.value,
+            "outcome": outcome.value, "message": message,
+        })
+        self.events.post(review.wire(), reason, f"{review.spec.decision.value} by"
+                         f" {review.spec.reviewer.username}: {outcome.value}: {message}",
+                         warning=outcome == Outcome.REJECTED)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _existing_grant(self, request: AccessRequest) -> GrantTimes | None:
         if request.status.phase not in (None, Phase.PENDING, Phase.SCHEDULED):
@@ -308,9 +425,7 @@ class Reconciler:
 
     def _fire(self, key: Key) -> None:
         self._timers.pop(key, None)
-        task = asyncio.get_running_loop().create_task(self._safely(key))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._safely(key))
 
     async def _safely(self, key: Key) -> None:
         try:

@@ -147,7 +147,8 @@ class Cluster:
 
     def events(self, namespace: str, name: str) -> list[Any]:
         found = self.admin.core.list_namespaced_event(
-            namespace, field_selector=f"involvedObject.kind=AccessRequest,involvedObject.name={name}"
+            namespace,
+            field_selector=f"involvedObject.kind=AccessRequest,involvedObject.name={name}",
         ).items
         return sorted(found, key=lambda e: (e.event_time or e.first_timestamp))
 

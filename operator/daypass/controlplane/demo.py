@@ -111,7 +111,7 @@ def _story(running: local.LocalCluster, operator: subprocess.Popen[bytes], log_p
     say("alice asks for edit in team-a for 30 seconds, with a reason")
     run(running, "apply", "-f", "-", user="alice", stdin=REQUEST, show="apply -f alice-edit.yaml")
     wait_for_phase(running, "Active", timeout=30)
-    run(running, "get", "accessrequests", "-n", "team-a")
+    run(running, "get", "accessrequest", "alice-edit", "-n", "team-a", "-o", "wide")
     run(running, "get", "accessrequest", "alice-edit", "-n", "team-a", "-o",
         "jsonpath={.spec.requester}", show="get areq alice-edit -n team-a -o"
         " jsonpath={.spec.requester}   # written by the API server, not by alice")
