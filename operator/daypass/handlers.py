@@ -7,6 +7,7 @@ judged before all policies are known. Each handler reads as: on this event, reco
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -127,6 +128,8 @@ async def policy_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Mem
 @kopf.on.event("", "v1", "namespaces")
 async def namespace_event(event: Mapping[str, Any], name: str, memo: kopf.Memo,
                           **_: Any) -> None:
+    # Handlers run only once every index holds its first full listing: ready from here on.
+    memo.endpoints.ready = True
     if event.get("type") == "MODIFIED":
         reconciler: Reconciler = memo.reconciler
         await reconciler.namespace_changed(name)
@@ -167,12 +170,18 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     settings.networking.request_timeout = 30
     events = EventPoster(memo.kube)
     memo.events = events
-    memo.reconciler = Reconciler(memo.kube, IndexViews(kwargs), events, memo.audit)
-    log.info("daypass started as %s", memo.identity)
+    reconciler = Reconciler(memo.kube, IndexViews(kwargs), events, memo.audit,
+                            usage=memo.usage, retention=memo.retention)
+    memo.reconciler = reconciler
+    memo.endpoints.on_audit_events = reconciler.audit_events
+    memo.periodic = asyncio.get_running_loop().create_task(reconciler.run_periodic())
+    log.info("daypass started as %s; usage %s", memo.identity,
+             "counted from audit events" if memo.usage is not None else "not collected")
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    memo.periodic.cancel()
     memo.reconciler.close()
     await memo.events.drain()
     await memo.events.close()

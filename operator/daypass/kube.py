@@ -17,6 +17,7 @@ import kubernetes
 from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
 
+from daypass.metrics import API_CALLS
 from daypass.models import GROUP, VERSION
 
 
@@ -54,9 +55,12 @@ class Kube:
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
         self.rbac = kubernetes.client.RbacAuthorizationV1Api(self.client)
         self.core = kubernetes.client.CoreV1Api(self.client)
+        self.authorization = kubernetes.client.AuthorizationV1Api(self.client)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="daypass-api")
 
     async def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        verb, _, resource = function.__name__.partition("_")
+        API_CALLS.labels(verb, resource.removeprefix("namespaced_").removeprefix("cluster_")).inc()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, functools.partial(function, *args, **kwargs))
 
@@ -91,6 +95,28 @@ class Kube:
             if error.status in (404, 409):
                 raise Conflict(f"{metadata['namespace']}/{metadata['name']}") from error
             raise
+
+    async def delete_request(self, namespace: str, name: str) -> bool:
+        try:
+            await self.call(
+                self.custom.delete_namespaced_custom_object,
+                GROUP, VERSION, namespace, "accessrequests", name,
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    async def can_bind(self, kind: str, name: str) -> bool:
+        """Whether the API server lets this operator bind a role: RBAC's `bind` verb (G7)."""
+        body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": {
+                    "group": "rbac.authorization.k8s.io", "verb": "bind", "name": name,
+                    "resource": "clusterroles" if kind == "ClusterRole" else "roles"}}}
+        response = await self.call(self.authorization.create_self_subject_access_review, body,
+                                   _preload_content=False)
+        return bool(_json(response).get("status", {}).get("allowed"))
 
     async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
         try:

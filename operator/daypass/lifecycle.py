@@ -317,7 +317,10 @@ def _start_or_schedule(request: AccessRequest, draft: _Draft) -> Plan:
         )
     )
     if expires_at <= draft.now:
-        return decide(request.model_copy(update={"status": status}), [], None, draft.now)
+        # An adopted grant already over: it ends now, and the steps that led here are kept so
+        # that they too get their events and audit lines (G5).
+        ended = decide(request.model_copy(update={"status": status}), [], None, draft.now)
+        return Plan(draft.steps + ended.steps, ended.status, ended.binding, ended.wake_at)
     return draft.plan(Binding.PRESENT, wake_at=expires_at)
 
 
@@ -404,4 +407,5 @@ def followed_by(earlier: AccessRequest, follower: AccessRequest, now: datetime) 
                                              actor=follower.spec.requester.username,
                                              message=message))
     binding = Binding.PRESENT if phase == Phase.ACTIVE else Binding.ABSENT
-    return draft.plan(binding, wake_at=earlier.status.expires_at if binding else None)
+    return draft.plan(binding,
+                      wake_at=earlier.status.expires_at if binding is Binding.PRESENT else None)

@@ -168,6 +168,7 @@ class ReviewRecord(Shape):
 
 class Usage(Shape):
     collected: bool = False
+    unused: bool | None = None
     requests: int = 0
     last_activity: datetime | None = None
     verbs: dict[str, int] = Field(default_factory=dict)

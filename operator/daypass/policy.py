@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from daypass.durations import DurationError, format_duration, parse_duration
+from daypass.labelselector import selector_matches, selector_problem
 from daypass.models import AccessPolicy, RoleRef, UserInfo
-from daypass.selectors import selector_matches, selector_problem
 
 DEFAULT_APPROVAL_TIMEOUT = timedelta(hours=1)
 DEFAULT_MAX_START_DELAY = timedelta(days=30)

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from daypass.audit import AuditLog, EventPoster
+from daypass.durations import format_duration
 from daypass.grant import (
     EXPIRES_AT_ANNOTATION,
     GRANTED_AT_ANNOTATION,
@@ -38,6 +39,15 @@ from daypass.lifecycle import (
     grant_failed,
     when,
 )
+from daypass.metrics import (
+    ACTIVE_GRANTS,
+    AUDIT_EVENTS,
+    ERRORS,
+    EXPIRY_LATENESS,
+    GRANT_LATENCY,
+    REVIEWS,
+    TRANSITIONS,
+)
 from daypass.models import (
     AccessPolicy,
     AccessRequest,
@@ -46,9 +56,11 @@ from daypass.models import (
     Decision,
     Outcome,
     Phase,
+    Usage,
 )
 from daypass.policy import compile_policy
 from daypass.review import Judgement, judge
+from daypass.usage import UsageCounter, summary
 
 log = logging.getLogger("daypass")
 
@@ -104,12 +116,20 @@ class Reconciler:
         events: EventPoster,
         audit: AuditLog,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        usage: UsageCounter | None = None,
+        retention: timedelta = timedelta(days=90),
     ) -> None:
         self.kube = kube
         self.views = views
         self.events = events
         self.audit = audit
         self.clock = clock
+        # None when the API server sends no audit events: usage is then "not collected".
+        self.usage = usage
+        self.retention = retention
+        self._dirty_usage: set[Key] = set()
+        self._active: set[Key] = set()
+        self._bindable: dict[tuple[str, str], tuple[bool, float]] = {}
         self._locks: dict[Key, asyncio.Lock] = {}
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -219,11 +239,16 @@ class Reconciler:
         else:
             await self._remove_binding(request, force=bool(plan.steps))
 
+        granted = any(step.event == "Granted" for step in plan.steps)
+        if granted and plan.status.usage is None:
+            plan.status.usage = Usage(collected=self.usage is not None)
+
         if plan.status != request.status:
             written = await self.kube.replace_request_status({**body,
                                                               "status": plan.status.wire()})
             self._written[key] = written
         self._record(body, request, plan.steps)
+        self._observe(key, request, plan)
         if review is not None and judgement is not None:
             await self._answer(review, judgement.outcome, judgement.message)
         if earlier is not None and any(step.event == "Granted" for step in plan.steps):
@@ -305,6 +330,7 @@ class Reconciler:
                   Decision.REVOKE: "Revoked"}[review.spec.decision]
         if outcome == Outcome.REJECTED:
             reason = "ReviewRejected"
+        REVIEWS.labels(review.spec.decision.value, outcome.value).inc()
         log.info("review %s/%s by %s: %s %s", review.metadata.namespace, review.metadata.name,
                  review.spec.reviewer.username, outcome.value, message)
         self.audit.write({
@@ -321,6 +347,136 @@ class Reconciler:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _observe(self, key: Key, request: AccessRequest, plan: Plan) -> None:
+        """Metrics and usage windows, once a plan is carried out."""
+        status = plan.status
+        now = self.clock()
+        for step in plan.steps:
+            TRANSITIONS.labels(step.event).inc()
+            if step.event == "Granted" and status.granted_at is not None:
+                could_start = max(
+                    [request.metadata.creation_timestamp or status.granted_at,
+                     request.spec.start_at or status.granted_at]
+                    + [r.at for r in status.reviews if r.outcome == "Accepted"]
+                )
+                if status.granted_at >= could_start:
+                    GRANT_LATENCY.observe((now - could_start).total_seconds())
+            if (step.event == "Expired" and request.status.phase == Phase.ACTIVE
+                    and status.expires_at is not None):
+                EXPIRY_LATENESS.observe(max(0.0, (now - status.expires_at).total_seconds()))
+
+        if status.phase == Phase.ACTIVE:
+            self._active.add(key)
+            if (self.usage is not None and status.granted_at is not None
+                    and status.expires_at is not None):
+                self.usage.track(key, request.spec.requester.username, request.namespace,
+                                 status.granted_at, status.expires_at, status.usage)
+        else:
+            self._active.discard(key)
+            if request.status.phase == Phase.ACTIVE and status.phase is not None and (
+                    status.phase.ended):
+                self._spawn(self._summarize(key))
+        ACTIVE_GRANTS.set(len(self._active))
+
+    async def _summarize(self, key: Key) -> None:
+        """After a grant ends: its final usage in the status, and a UsageSummary event."""
+        if self.usage is not None:
+            # Audit events arrive in batches; wait for the last of the grant's window.
+            await asyncio.sleep(USAGE_GRACE.total_seconds())
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            usage = self.usage.untrack(key) if self.usage is not None else None
+            self._dirty_usage.discard(key)
+            body = self.latest(key)
+            if body is None:
+                return
+            request = AccessRequest.model_validate(body)
+            final = usage or request.status.usage or Usage(collected=False)
+            if final.collected:
+                final.unused = final.requests == 0
+            what = f"{request.spec.role} in {request.namespace}"
+            message = summary(request.spec.requester.username, what, final)
+            if final != request.status.usage:
+                status = request.status.model_copy(update={"usage": final})
+                try:
+                    self._written[key] = await self.kube.replace_request_status(
+                        {**body, "status": status.wire()})
+                except Conflict:
+                    log.warning("%s/%s: usage not written (the request changed)", *key)
+            self.audit.write({"event": "UsageSummary", "namespace": request.namespace,
+                              "request": request.name, "requester":
+                              request.spec.requester.username, "role": str(request.spec.role),
+                              "usage": final.wire(), "message": message})
+            self.events.post(body, "UsageSummary", message)
+
+    async def audit_events(self, events: list[dict[str, Any]]) -> None:
+        """Audit events from the API server: count each against the grants it falls in."""
+        if self.usage is None:
+            return
+        counted, changed = self.usage.observe(events)
+        AUDIT_EVENTS.labels("yes").inc(counted)
+        AUDIT_EVENTS.labels("no").inc(max(0, len(events) - counted))
+        self._dirty_usage |= changed
+
+    async def flush_usage(self) -> None:
+        """Write the usage counted so far into the status of the grants it changed."""
+        if self.usage is None:
+            return
+        dirty, self._dirty_usage = self._dirty_usage, set()
+        for key in dirty:
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                usage = self.usage.usage(key)
+                body = self.latest(key)
+                if usage is None or body is None:
+                    continue
+                status = dict(body.get("status") or {})
+                status["usage"] = usage.wire()
+                try:
+                    self._written[key] = await self.kube.replace_request_status(
+                        {**body, "status": status})
+                except Conflict:
+                    self._dirty_usage.add(key)
+
+    async def sweep(self) -> int:
+        """Delete ended requests older than the retention period, each with a final audit line."""
+        now = self.clock()
+        deleted = 0
+        for body in list(self.views.requests()):
+            status = body.get("status") or {}
+            ended_at = _parse_time(status.get("endedAt"))
+            if status.get("phase") not in _ENDED or ended_at is None:
+                continue
+            if ended_at + self.retention > now:
+                continue
+            namespace, name = _key(body)
+            self.audit.write({
+                "event": "Deleted", "namespace": namespace, "request": name,
+                "requester": ((body.get("spec") or {}).get("requester") or {}).get("username"),
+                "phase": status.get("phase"), "endedAt": status.get("endedAt"),
+                "message": f"deleted {namespace}/{name}, ended {status.get('endedAt')}, after"
+                           f" the retention period of {format_duration(self.retention)}",
+                "record": status,
+            })
+            if await self.kube.delete_request(namespace, name):
+                deleted += 1
+                log.info("%s/%s: deleted after the retention period", namespace, name)
+        return deleted
+
+    async def run_periodic(self) -> None:
+        """Background work: usage flushes every few seconds, retention sweeps."""
+        sweep_every = min(60.0, max(1.0, self.retention.total_seconds() / 2))
+        last_sweep = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(USAGE_FLUSH.total_seconds(), sweep_every))
+            try:
+                await self.flush_usage()
+                if loop.time() - last_sweep >= sweep_every:
+                    last_sweep = loop.time()
+                    await self.sweep()
+            except Exception:  # noqa: BLE001 - periodic work retries on its next round
+                ERRORS.labels("periodic").inc()
+                log.exception("periodic work failed; retrying")
 
     def _existing_grant(self, request: AccessRequest) -> GrantTimes | None:
         if request.status.phase not in (None, Phase.PENDING, Phase.SCHEDULED):
@@ -399,6 +555,10 @@ class Reconciler:
             name = binding_name(key[1])
             removed = await self.kube.delete_binding(key[0], name)
         self._locks.pop(key, None)
+        self._active.discard(key)
+        ACTIVE_GRANTS.set(len(self._active))
+        if self.usage is not None:
+            self.usage.untrack(key)
         try:
             request = AccessRequest.model_validate(body)
         except ValidationError:
@@ -431,6 +591,7 @@ class Reconciler:
         try:
             await self.reconcile(key)
         except Exception:  # noqa: BLE001 - one request's failure never stops the others
+            ERRORS.labels("reconcile").inc()
             log.exception("%s/%s: reconcile failed; retrying in 5s", *key)
             self.wake(key, self.clock() + _RETRY)
 
@@ -483,6 +644,20 @@ class Reconciler:
         if isinstance(parsed, AccessPolicy):
             compiled = compile_policy(parsed)
             problem = compiled if isinstance(compiled, str) else None
+        unbindable = await self._unbindable(parsed) if isinstance(parsed, AccessPolicy) else []
+        bindable = Condition(
+            type="RolesBindable",
+            status="False" if unbindable else "True",
+            reason="OperatorMayNotBind" if unbindable else "AllBindable",
+            message=(
+                f"the operator may not bind {', '.join(unbindable)}: requests for"
+                f" {'it' if len(unbindable) == 1 else 'them'} fail; allow it in the operator's"
+                " ClusterRole (Helm value bindableRoles)" if unbindable
+                else "the operator may bind every role this policy names"
+            ),
+            last_transition_time=self.clock(),
+            observed_generation=(body.get("metadata") or {}).get("generation"),
+        )
         ready = Condition(
             type="Ready",
             status="False" if problem else "True",
@@ -491,24 +666,30 @@ class Reconciler:
             last_transition_time=self.clock(),
             observed_generation=(body.get("metadata") or {}).get("generation"),
         )
-        current: dict[str, Any] = next(
-            (c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type")
-             == "Ready"),
-            {},
-        )
-        if (current.get("status"), current.get("message"), current.get("observedGeneration")) == (
-            ready.status, ready.message, ready.observed_generation
-        ):
+        conditions = (body.get("status") or {}).get("conditions") or []
+        changed = False
+        for condition in (ready, bindable):
+            current: dict[str, Any] = next(
+                (c for c in conditions if c.get("type") == condition.type), {})
+            if (current.get("status"), current.get("message"),
+                    current.get("observedGeneration")) != (
+                    condition.status, condition.message, condition.observed_generation):
+                changed = True
+            if current.get("status") == condition.status:
+                condition.last_transition_time = _parse_time(
+                    current.get("lastTransitionTime")) or condition.last_transition_time
+        if not changed:
             return
-        if current.get("status") == ready.status:
-            ready.last_transition_time = _parse_time(current.get("lastTransitionTime")) or (
-                ready.last_transition_time
-            )
         await self.kube.patch_policy_status(str(body["metadata"]["name"]), {
             "observedGeneration": ready.observed_generation,
-            "conditions": [ready.wire()],
+            "conditions": [ready.wire(), bindable.wire()],
         })
         name = body["metadata"]["name"]
+        if unbindable:
+            log.warning("policy %s names roles the operator may not bind: %s", name,
+                        ", ".join(unbindable))
+            self.events.post(body, "RoleNotBindable", f"policy {name}: {bindable.message}",
+                             warning=True)
         if problem:
             log.warning("policy %s cannot be used: %s", name, problem)
             self.events.post(body, "PolicyInvalid", f"policy {name} allows nothing: {problem}",
@@ -516,6 +697,24 @@ class Reconciler:
         else:
             log.info("policy %s is in force", name)
             self.events.post(body, "PolicyReady", f"policy {name} is in force")
+
+    async def _unbindable(self, policy: AccessPolicy) -> list[str]:
+        """The roles of a policy the operator may not bind, asked of the API server (cached)."""
+        found = []
+        loop = asyncio.get_running_loop()
+        for role in policy.spec.roles:
+            cached = self._bindable.get((role.kind.value, role.name))
+            if cached is None or loop.time() - cached[1] > BINDABLE_CACHE:
+                try:
+                    allowed = await self.kube.can_bind(role.kind.value, role.name)
+                except Exception as error:  # noqa: BLE001 - unknown is reported, not fatal
+                    log.warning("could not check whether %s is bindable: %s", role, error)
+                    continue
+                cached = (allowed, loop.time())
+                self._bindable[(role.kind.value, role.name)] = cached
+            if not cached[0]:
+                found.append(str(role))
+        return found
 
     async def namespace_changed(self, name: str) -> None:
         """A namespace's labels changed: selectors may match it no longer."""
@@ -528,3 +727,6 @@ class Reconciler:
 
 _ENDED = {phase.value for phase in Phase if phase.ended}
 _RETRY = timedelta(seconds=5)
+USAGE_GRACE = timedelta(seconds=2)
+USAGE_FLUSH = timedelta(seconds=5)
+BINDABLE_CACHE = 30.0

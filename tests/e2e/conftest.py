@@ -28,6 +28,8 @@ pytestmark = pytest.mark.e2e
 
 STANDARD_POLICY = "developers-edit"
 ELIGIBLE = "daypass.dev/eligible"
+# The operator's metrics port during the tests, beside the API server's own port range.
+METRICS_PORT = int(os.environ.get("DAYPASS_APISERVER_PORT", "16443")) + 2600
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +67,7 @@ def namespaces(cluster: Cluster) -> tuple[str, str]:
 
 @pytest.fixture(scope="session")
 def standard_policy(cluster: Cluster, namespaces: tuple[str, str]) -> str:
-    cluster.apply(policy(
+    cluster.apply(keep=True, manifest=policy(
         STANDARD_POLICY,
         roles=[{"kind": "ClusterRole", "name": "edit"}, {"kind": "Role", "name": "debugger"}],
         namespaces={"names": ["team-a"], "selector": {"matchLabels": {ELIGIBLE: "true"}}},
@@ -78,11 +80,17 @@ def standard_policy(cluster: Cluster, namespaces: tuple[str, str]) -> str:
 def operator(cluster: Cluster, standard_policy: str,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     running = Operator(cluster.kubeconfig, cluster.operator_context,
-                       tmp_path_factory.mktemp("operator"))
+                       tmp_path_factory.mktemp("operator"), extra_args=operator_args(cluster))
     running.start()
     wait_until_serving(cluster, running, standard_policy)
     yield running
     running.stop()
+
+
+def operator_args(cluster: Cluster) -> list[str]:
+    """Serve the local control plane's audit webhook, so that usage is counted."""
+    return [*cluster.local.operator_args(), "--metrics-port", str(METRICS_PORT)] if (
+        cluster.local is not None) else []
 
 
 def wait_until_serving(cluster: Cluster, running: Operator, policy_name: str) -> None:
@@ -118,6 +126,17 @@ def carol(cluster: Cluster) -> User:
 @pytest.fixture
 def dave(cluster: Cluster) -> User:
     return cluster.users["dave"]
+
+
+@pytest.fixture(autouse=True)
+def _delete_the_tests_policies(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test's own policies go when it ends, so that no test sees another's."""
+    yield
+    if "cluster" in request.fixturenames:
+        cluster: Cluster = request.getfixturevalue("cluster")
+        for name in sorted(cluster.temporary_policies):
+            cluster.delete_policy(name)
+        cluster.temporary_policies.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -114,6 +114,7 @@ class Cluster:
     admin: User
     operator_context: str | None
     local: Any = None
+    temporary_policies: set[str] = field(default_factory=set)
 
     def kubectl(self, *args: str, user: str = "admin", input: str | None = None,
                 ) -> subprocess.CompletedProcess[str]:
@@ -160,8 +161,12 @@ class Cluster:
                 return None
             raise
 
-    def apply(self, manifest: dict[str, Any] | list[dict[str, Any]]) -> None:
+    def apply(self, manifest: dict[str, Any] | list[dict[str, Any]], keep: bool = False) -> None:
+        """Server-side apply as admin. Policies are deleted after the test unless `keep`."""
         documents = manifest if isinstance(manifest, list) else [manifest]
+        if not keep:
+            self.temporary_policies.update(d["metadata"]["name"] for d in documents
+                                           if d.get("kind") == "AccessPolicy")
         text = yaml.safe_dump_all(documents)
         result = self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
                               input=text)
@@ -218,6 +223,7 @@ class Operator:
     context: str | None
     workdir: Path
     process: subprocess.Popen[bytes] | None = None
+    extra_args: list[str] = field(default_factory=list)
     starts: int = 0
     log_files: list[Path] = field(default_factory=list)
 
@@ -236,6 +242,7 @@ class Operator:
                    str(self.audit_path)]
         if self.context:
             command += ["--context", self.context]
+        command += self.extra_args
         env = {**os.environ, "PYTHONPATH": str(ROOT / "operator")}
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -23,17 +24,19 @@ LABEL = "daypass.dev/approval"
 
 
 @pytest.fixture(scope="module")
-def approval_policies(cluster: Cluster, operator: Operator) -> dict[str, str]:
+def approval_policies(cluster: Cluster, operator: Operator) -> Iterator[dict[str, str]]:
     names = {"one": "sre-approval-one", "two": "sre-approval-two", "quick": "sre-approval-quick"}
     for kind, name in names.items():
-        cluster.apply(policy(
+        cluster.apply(keep=True, manifest=policy(
             name,
             namespaces={"selector": {"matchLabels": {LABEL: kind}}},
             approval={"required": True, "approvers": {"groups": ["sre-leads"]},
                       "count": 2 if kind == "two" else 1,
                       "timeout": "4s" if kind == "quick" else "1h"},
         ))
-    return names
+    yield names
+    for name in names.values():
+        cluster.delete_policy(name)
 
 
 def namespace_for(cluster: Cluster, kind: str) -> str:
@@ -113,9 +116,9 @@ def test_only_an_approver_who_is_not_the_requester_approves_and_revocation_is_im
     ]
     reasons = eventually(
         lambda: [e.reason for e in cluster.events(namespace, name)]
-        if len(cluster.events(namespace, name)) >= 7 else None, timeout=5)
+        if len(cluster.events(namespace, name)) >= 8 else None, timeout=8)
     assert reasons == ["Requested", "ApprovalRequired", "ReviewRejected", "ReviewRejected",
-                       "Approved", "Granted", "Revoked"]
+                       "Approved", "Granted", "Revoked", "UsageSummary"]
     messages = " ".join(e.message for e in cluster.events(namespace, name))
     assert "bob approved alice's ClusterRole/edit" in messages
     assert "incident over" in messages

@@ -59,15 +59,15 @@ def test_alice_gains_edit_in_team_a_and_loses_it_on_time(
     assert "ClusterRole/edit in team-a" in history[1]["message"]
     reasons = eventually(
         lambda: [e.reason for e in cluster.events("team-a", name)]
-        if len(cluster.events("team-a", name)) >= 3 else None,
-        timeout=5, what="three events",
+        if len(cluster.events("team-a", name)) >= 4 else None,
+        timeout=8, what="four events",
     )
-    assert reasons == ["Requested", "Granted", "Expired"]
+    assert reasons == ["Requested", "Granted", "Expired", "UsageSummary"]
     for event in cluster.events("team-a", name):
         assert "alice" in event.message and "ClusterRole/edit" in event.message
 
     audit = [line for line in operator.audit_lines() if line.get("request") == name]
-    assert [line["event"] for line in audit] == ["Requested", "Granted", "Expired"]
+    assert [line["event"] for line in audit] == ["Requested", "Granted", "Expired", "UsageSummary"]
     assert all(line["requester"] == "alice" for line in audit)
 
 

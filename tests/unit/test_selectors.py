@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from daypass.labelselector import selector_matches, selector_problem
 from daypass.models import LabelSelector
-from daypass.selectors import selector_matches, selector_problem
 
 ELIGIBLE = {"daypass.dev/eligible": "true", "team": "a"}
 

@@ -83,8 +83,8 @@ def _wait(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubectl daypass",
-        description="Daypass: ask for a role in a namespace, for a stated time and reason;"
-        " approve, deny or revoke requests; see who had what access, when.",
+        description="Daypass: ask for a role in a namespace, for a stated time and reason;\n"
+        "approve, deny or revoke requests; see who had what access, when.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

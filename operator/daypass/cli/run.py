@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+from datetime import timedelta
 from typing import IO
 
 import kopf
@@ -17,7 +19,11 @@ from pythonjsonlogger.json import JsonFormatter
 
 from daypass import handlers  # noqa: F401 - registers the handlers with kopf
 from daypass.audit import AuditLog
+from daypass.durations import DurationError, parse_duration
+from daypass.endpoints import Endpoints
 from daypass.kube import Kube, load_configuration
+from daypass.leader import LeaderElection
+from daypass.usage import UsageCounter
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,8 +44,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="where the JSON audit lines go, one per transition (default: - for"
                      " standard output)")
     run.add_argument("--health-port", type=int, default=0, metavar="PORT",
-                     help="serve liveness at http://0.0.0.0:PORT/healthz (default: off)")
+                     help="serve /healthz (liveness) and /readyz (readiness) on PORT"
+                     " (default: off)")
+    run.add_argument("--metrics-port", type=int, default=0, metavar="PORT",
+                     help="serve Prometheus metrics at /metrics on PORT (default: off)")
+    run.add_argument("--retention", type=_duration, default="2160h", metavar="DURATION",
+                     help="delete ended requests this long after they ended, with a final"
+                     " audit line (default: 2160h, 90 days)")
+    run.add_argument("--leader-election", action="store_true",
+                     help="with several replicas, act only while holding the Lease"
+                     " `daypass` in --lease-namespace")
+    run.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE",
+                                                                 "daypass-system"),
+                     help="namespace of the leader-election Lease (default: $POD_NAMESPACE,"
+                     " else daypass-system)")
+    run.add_argument("--audit-webhook-port", type=int, default=0, metavar="PORT",
+                     help="receive the API server's audit events at https://...:PORT/audit,"
+                     " to count what each grant's holder did (default: off; usage is then"
+                     " reported as not collected)")
+    run.add_argument("--audit-webhook-cert", metavar="FILE",
+                     help="TLS certificate for the audit webhook")
+    run.add_argument("--audit-webhook-key", metavar="FILE", help="its private key")
     return parser.parse_args(argv)
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except DurationError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def configure_logging(log_format: str, level: str) -> None:
@@ -62,30 +95,51 @@ def configure_logging(log_format: str, level: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_format, args.log_level)
+    if bool(args.audit_webhook_cert) != bool(args.audit_webhook_key):
+        print("daypass: --audit-webhook-cert and --audit-webhook-key go together",
+              file=sys.stderr)
+        return 2
 
     configuration = load_configuration(args.kubeconfig, args.context)
     kube = Kube(configuration)
     stream: IO[str] = sys.stdout if args.audit_log == "-" else open(  # noqa: SIM115
         args.audit_log, "a", encoding="utf-8"
     )
-    memo = kopf.Memo(
-        kube=kube,
-        audit=AuditLog(stream),
-        identity=args.context or "the current context",
-    )
-    liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
     try:
-        asyncio.run(kopf.operator(
-            clusterwide=True,
-            standalone=True,
-            memo=memo,
-            liveness_endpoint=liveness,
-        ))
+        asyncio.run(_operate(args, kube, stream))
     except KeyboardInterrupt:
         pass
     finally:
         kube.close()
     return 0
+
+
+async def _operate(args: argparse.Namespace, kube: Kube, stream: IO[str]) -> None:
+    endpoints = Endpoints()
+    await endpoints.serve(health_port=args.health_port, metrics_port=args.metrics_port,
+                          audit_port=args.audit_webhook_port, audit_cert=args.audit_webhook_cert,
+                          audit_key=args.audit_webhook_key)
+    election = None
+    if args.leader_election:
+        election = LeaderElection(kube.client, args.lease_namespace)
+        await asyncio.to_thread(election.acquire)
+        # Losing the Lease must stop every action at once, before another replica starts.
+        election.keep(on_lost=lambda: os._exit(3))
+
+    memo = kopf.Memo(
+        kube=kube,
+        audit=AuditLog(stream),
+        identity=args.context or "the current context",
+        endpoints=endpoints,
+        usage=UsageCounter() if args.audit_webhook_port else None,
+        retention=args.retention,
+    )
+    try:
+        await kopf.operator(clusterwide=True, standalone=True, memo=memo)
+    finally:
+        if election is not None:
+            await asyncio.to_thread(election.release)
+        await endpoints.close()
 
 
 if __name__ == "__main__":

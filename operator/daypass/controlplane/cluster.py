@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from daypass.controlplane import build
+from daypass.controlplane import auditwebhook, build
 
 OPERATOR_USER = "system:serviceaccount:daypass-system:daypass"
 
@@ -120,6 +120,10 @@ class LocalCluster:
     bin_dir: Path
     ports: Ports = field(default_factory=Ports.from_env)
 
+    def operator_args(self) -> list[str]:
+        """The `daypass run` flags that serve this control plane's audit webhook."""
+        return auditwebhook.operator_args(self.state_dir, self.ports.apiserver)
+
     def context(self, user: str) -> str:
         """The kubeconfig context of a user; the operator's is `daypass`."""
         return CONTEXTS.get(user, user)
@@ -182,7 +186,8 @@ def start(
             APISERVER: lambda: api.status("/readyz") == 200,
             CONTROLLER_MANAGER: lambda: True,
         }
-        commands = _commands(cluster, list(extra_apiserver_args))
+        audit = auditwebhook.apiserver_args(state, ports.apiserver)
+        commands = _commands(cluster, [*audit, *extra_apiserver_args])
         needed = _prepare(state, commands, ports, [APISERVER] if tokens_changed else [])
         for index, component in enumerate(COMPONENTS):
             if component in needed:

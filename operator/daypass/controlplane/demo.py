@@ -93,7 +93,8 @@ def main() -> int:
         operator = subprocess.Popen(
             [sys.executable, "-m", "daypass.cli.run", "run", "--kubeconfig",
              str(running.kubeconfig), "--context", running.context("daypass"),
-             "--audit-log", str(running.state_dir / "demo-audit.jsonl")],
+             "--audit-log", str(running.state_dir / "demo-audit.jsonl"),
+             *running.operator_args()],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )
     try:

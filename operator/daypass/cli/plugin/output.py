@@ -19,6 +19,7 @@ from typing import Any, TextIO
 PIPE_WIDTH = 100_000
 # A free-text column cut to fit a terminal keeps at least this much of its text.
 FLEXIBLE_MIN = 8
+GAP = 3
 
 
 def width(stream: TextIO) -> int:
@@ -28,27 +29,39 @@ def width(stream: TextIO) -> int:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]],
-          flexible: Collection[str] = (), stream: TextIO | None = None) -> None:
-    """Print rows under headers; the `flexible` columns give way when the terminal is narrow."""
+          flexible: Collection[str] = (), stream: TextIO | None = None,
+          columns: int | None = None) -> None:
+    """Print rows under headers; the `flexible` columns give way when the terminal is narrow.
+
+    `columns` is the width to fit, the terminal's (or no limit in a pipe) when left out.
+    """
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     out = stream or sys.stdout
-    grid = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 3, 0, 0),
+    grid = Table(box=None, show_edge=False, pad_edge=False, padding=(0, GAP, 0, 0),
                  header_style=None)
+    narrowest = 0
     for index, header in enumerate(headers):
         natural = max([len(header), *(len(row[index]) for row in rows)])
         if header in flexible:
-            grid.add_column(header, min_width=min(FLEXIBLE_MIN, natural), overflow="ellipsis")
+            least = min(FLEXIBLE_MIN, natural)
+            grid.add_column(header, min_width=least, overflow="ellipsis")
         else:
+            least = natural
             grid.add_column(header, min_width=natural, no_wrap=True)
+        narrowest += least + GAP
     for row in rows:
         grid.add_row(*(Text(cell, no_wrap=True, overflow="ellipsis") for cell in row))
 
+    # Past its narrowest, a row is printed whole and the terminal wraps it, as kubectl's are:
+    # a column cut off at the edge would hide facts without saying so.
+    fit = max(columns or width(out), narrowest)
     buffer = io.StringIO()
-    Console(file=buffer, width=width(out), color_system=None, highlight=False, markup=False,
-            emoji=False, soft_wrap=False).print(grid)
+    console = Console(file=buffer, width=fit, color_system=None,
+                      highlight=False, markup=False, emoji=False, soft_wrap=False)
+    console.print(grid)
     # rich pads every cell to its column's width: kubectl's lines end at their last character.
     for line in buffer.getvalue().splitlines():
         print(line.rstrip(), file=out)

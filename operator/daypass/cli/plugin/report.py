@@ -113,17 +113,17 @@ def row(request: AccessRequest) -> Row:
         "requester": request.spec.requester.username,
         "groups": request.spec.requester.groups,
         "role": str(request.spec.role),
-        "reason": request.spec.reason or "",
-        "policy": status.policy or "",
-        "phase": status.phase.value if status.phase else "",
-        "duration": status.duration or request.spec.duration or "",
+        "reason": request.spec.reason,
+        "policy": status.policy,
+        "phase": status.phase.value if status.phase else None,
+        "duration": status.duration or request.spec.duration,
         "requestedAt": _stamp(status.requested_at or request.metadata.creation_timestamp),
         "grantedAt": _stamp(status.granted_at),
         "expiresAt": _stamp(status.expires_at),
         "endedAt": _stamp(status.ended_at),
-        "ended": how,
-        "endedBy": by,
-        "message": status.message or "",
+        "ended": how or None,
+        "endedBy": by or None,
+        "message": status.message,
         "reviews": [
             {"reviewer": r.reviewer, "decision": r.decision, "outcome": r.outcome,
              "reason": r.reason, "at": _stamp(r.at), "review": r.review}
@@ -132,13 +132,13 @@ def row(request: AccessRequest) -> Row:
         "usage": usage_summary(usage, status.granted_at is not None),
         "usageRequests": usage.requests if usage is not None and usage.collected else None,
         "usageVerbs": dict(usage.verbs) if usage is not None and usage.collected else None,
-        "extends": request.spec.extends or "",
-        "extendedBy": status.extended_by or "",
+        "extends": request.spec.extends,
+        "extendedBy": status.extended_by,
     })
 
 
-def _stamp(moment: datetime | None) -> str:
-    return when(moment) if moment else ""
+def _stamp(moment: datetime | None) -> str | None:
+    return when(moment) if moment else None
 
 
 def report(requests: Sequence[AccessRequest], start: datetime, end: datetime) -> list[Row]:
@@ -174,5 +174,5 @@ def audit(args: argparse.Namespace) -> int:
     table = TABLE if scope is None else TABLE[1:]
     output.table([header for header, _ in table],
                  [[r.text(column) or "-" for _, column in table] for r in rows],
-                 flexible={"REVIEWS", "REASON", "HOW"})
+                 flexible={"REVIEWS", "REASON", "HOW", "USAGE"})
     return 0

@@ -53,7 +53,7 @@ class Session:
             return function(*args, _request_timeout=TIMEOUT, **kwargs)
         except HTTPError as error:
             raise CommandError(
-                f"cannot reach the API server at {self.server} ({type(error).__name__}): check"
+                f"cannot reach the API server at {self.server} ({_cause(error)}): check"
                 " --context and --kubeconfig, or that the cluster is up"
             ) from error
 
@@ -202,6 +202,12 @@ def parsed(model: type[S], items: list[dict[str, Any]], quiet: bool = False) -> 
     return found
 
 
+def _cause(error: HTTPError) -> str:
+    """The last words of urllib3's nested reasons: `Connection refused`, not three wrappers."""
+    text = str(getattr(error, "reason", None) or error)
+    return text.rsplit("] ", 1)[-1].rstrip("')\"") if "] " in text else text
+
+
 def _status(error: ApiException) -> dict[str, Any]:
     try:
         body = json.loads(error.body or "{}")
@@ -217,7 +223,8 @@ def _load(configuration: Configuration, kubeconfig: str | None, context: str | N
     path = kubeconfig or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
     found = any(Path(part).expanduser().exists() for part in path.split(os.pathsep) if part)
     if not found and not kubeconfig and not context and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        load_incluster = config.load_incluster_config
+        load_incluster(client_configuration=configuration)  # type: ignore[no-untyped-call]
         if IN_CLUSTER_NAMESPACE.exists():
             return IN_CLUSTER_NAMESPACE.read_text().strip() or None
         return None
@@ -227,7 +234,9 @@ def _load(configuration: Configuration, kubeconfig: str | None, context: str | N
         )
 
     try:
-        contexts, current = config.list_kube_config_contexts(config_file=path)  # type: ignore[no-untyped-call]
+        contexts, current = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=path
+        )
         names = [entry["name"] for entry in contexts or []]
         if context is not None and context not in names:
             raise CommandError(
