@@ -209,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         if not consistent:
             run.notes.append(f"after the restart: phases {state['phases']}, {deleted} bindings"
                              f" deleted, {state['active_without_binding']} without binding")
+        run.notes.append(f"the API calls at restart include the grants of"
+                         f" {len(restart['probes'])} probes (about 4 calls each)")
         if filled["active"] < count:
             run.notes.append(f"only {filled['active']} of {count} grants were Active within"
                              f" {args.timeout}s: memory was read at that size")
@@ -257,9 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             ["restart to first probe at usual latency",
              "-" if restart_s is None else f"{restart_s:.2f} s"],
             ["restart to operator idle", figures["figures"]["restart"]["quiet_after_s"]],
-            ["probes after restart (sent offset s: latency ms)",
-             ", ".join(f"{p['sent_after_s']:.1f}: {common.ms(p['latency_s'])}"
-                       for p in restart["probes"][:12])],
+            ["probes after restart (sent at +s: latency s)", _probes(restart["probes"])],
             ["after restart", f"{state['phases']}, {state['bindings']} bindings,"
              f" {deleted} deleted"],
             ["RSS after restart", f"{memory_after['rss_bytes'] / mib:.0f} MiB"],
@@ -276,6 +276,15 @@ def main(argv: list[str] | None = None) -> int:
                                         ["function", "%"])))
         run.finish(figures, tables)
     return 0
+
+
+def _probes(probes: list[dict[str, Any]], shown: int = 8) -> str:
+    text = ", ".join(f"+{p['sent_after_s']:.1f}: {_s(p['latency_s'])}" for p in probes[:shown])
+    return text + (f", ... ({len(probes)} in all)" if len(probes) > shown else "")
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def after_restart(run: Run, probes: Probes, restarted: float, threshold: float,

@@ -25,6 +25,7 @@ class Endpoints:
 
     def __init__(self) -> None:
         self.ready = False
+        self.standing_by = False
         self.alive: Callable[[], bool] = lambda: True
         self.on_audit_events: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None
         self._runners: list[web.AppRunner] = []
@@ -35,7 +36,9 @@ class Endpoints:
         return web.Response(text="ok\n")
 
     async def _readyz(self, _: web.Request) -> web.Response:
-        if not self.ready:
+        # A standby is ready too: it is healthy and waiting, and a rolling update or a drain
+        # must be able to count on it.
+        if not (self.ready or self.standing_by):
             return web.Response(status=503, text="not ready: still listing the cluster\n")
         return web.Response(text="ok\n")
 
@@ -51,8 +54,11 @@ class Endpoints:
         items = payload.get("items") if isinstance(payload, dict) else None
         if not isinstance(items, list):
             return web.Response(status=400, text="expected an audit.k8s.io EventList\n")
-        if self.on_audit_events is not None:
-            await self.on_audit_events([item for item in items if isinstance(item, dict)])
+        if self.on_audit_events is None:
+            # A standby replica counts nothing: refusing makes the API server send the batch
+            # again, and its retry can reach the active replica behind the same Service.
+            return web.Response(status=503, text="standby: not counting usage\n")
+        await self.on_audit_events([item for item in items if isinstance(item, dict)])
         return web.Response(text="ok\n")
 
     async def serve(self, *, health_port: int = 0, metrics_port: int = 0,

@@ -465,8 +465,9 @@ class Reconciler:
     async def run_periodic(self) -> None:
         """Background work: usage flushes every few seconds, retention sweeps."""
         sweep_every = min(60.0, max(1.0, self.retention.total_seconds() / 2))
-        last_sweep = 0.0
         loop = asyncio.get_running_loop()
+        last_sweep = 0.0
+        last_policy_check = loop.time()
         while True:
             await asyncio.sleep(min(USAGE_FLUSH.total_seconds(), sweep_every))
             try:
@@ -474,6 +475,12 @@ class Reconciler:
                 if loop.time() - last_sweep >= sweep_every:
                     last_sweep = loop.time()
                     await self.sweep()
+                if loop.time() - last_policy_check >= POLICY_RECHECK:
+                    # Which roles the operator may bind changes with its RBAC, not its
+                    # policies: look again now and then.
+                    last_policy_check = loop.time()
+                    for body in list(self.views.policies()):
+                        await self._report_policy(body)
             except Exception:  # noqa: BLE001 - periodic work retries on its next round
                 ERRORS.labels("periodic").inc()
                 log.exception("periodic work failed; retrying")
@@ -730,3 +737,4 @@ _RETRY = timedelta(seconds=5)
 USAGE_GRACE = timedelta(seconds=2)
 USAGE_FLUSH = timedelta(seconds=5)
 BINDABLE_CACHE = 30.0
+POLICY_RECHECK = 60.0

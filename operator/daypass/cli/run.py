@@ -122,7 +122,9 @@ async def _operate(args: argparse.Namespace, kube: Kube, stream: IO[str]) -> Non
     election = None
     if args.leader_election:
         election = LeaderElection(kube.client, args.lease_namespace)
+        endpoints.standing_by = True
         await asyncio.to_thread(election.acquire)
+        endpoints.standing_by = False
         # Losing the Lease must stop every action at once, before another replica starts.
         election.keep(on_lost=lambda: os._exit(3))
 

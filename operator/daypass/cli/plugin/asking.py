@@ -33,7 +33,8 @@ from daypass.policy import Ask
 
 # The operator answers within milliseconds; a person waiting notices a quarter of a second.
 POLL = 0.25
-RESERVED_NAME = 253 - 6
+# A generated name is the prefix and five random characters, within the 253 of a DNS subdomain.
+PREFIX_LIMIT = 253 - 6
 
 
 def parse_role(text: str, kind: str | None) -> tuple[RoleKind | None, str]:
@@ -87,7 +88,7 @@ def manifest(user: UserInfo, namespace: str, role: RoleRef, *, name: str | None,
     prefix = f"{user.username}-{role.name}".lower()
     # Names must be DNS subdomains: a username such as system:serviceaccount:x:y is not one.
     prefix = "".join(c if c.isalnum() or c in "-." else "-" for c in prefix).strip("-.")
-    metadata = {"name": name} if name else {"generateName": f"{prefix[:RESERVED_NAME]}-"}
+    metadata = {"name": name} if name else {"generateName": f"{prefix[:PREFIX_LIMIT]}-"}
     return {"apiVersion": API_VERSION, "kind": "AccessRequest", "metadata": metadata,
             "spec": spec}
 

@@ -29,6 +29,12 @@ def _time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def asked(request: AccessRequest) -> datetime:
+    """When a request was made: the operator's record, else its creation, else long ago."""
+    return (request.status.requested_at or request.metadata.creation_timestamp
+            or datetime.min.replace(tzinfo=UTC))
+
+
 def who(user: UserInfo) -> str:
     return f"{user.username} (groups: {', '.join(user.groups) or 'none'})"
 
@@ -52,13 +58,11 @@ def list_requests(args: argparse.Namespace) -> int:
         if args.to_review:
             policies = {p.metadata.name: p for p in session.policies() or []}
             requests = [r for r in requests if awaits_review_by(r, policies, user)]
-    requests.sort(key=lambda r: (r.namespace, r.status.requested_at
-                                 or r.metadata.creation_timestamp or datetime.min.replace(
-                                     tzinfo=UTC), r.name))
+    requests.sort(key=lambda r: (r.namespace, asked(r), r.name))
 
     if args.output != "table":
-        raw = {((i.get("metadata") or {}).get("namespace"), (i.get("metadata") or {}).get("name")):
-               i for i in items}
+        raw = {(item["metadata"].get("namespace"), item["metadata"].get("name")): item
+               for item in items}
         output.as_list([raw[r.key] for r in requests], args.output)
         return 0
     if not requests:
