@@ -635,8 +635,7 @@ class Operator:
         return found
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu(self.pid)
 
     def wait_quiet(self, quiet_for: float = 1.5, below: float = 0.05, timeout: float = 120,
                    ) -> float | None:
@@ -659,6 +658,51 @@ class Operator:
     def logs_tail(self, chars: int = 3000) -> str:
         path = self.workdir / f"operator-{self.starts}.log"
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user and system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu() -> float:
+    """CPU seconds every process on the machine has used so far (busy time in /proc/stat)."""
+    values = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Where the machine's CPU went during a phase: the operator, the control plane, this
+    benchmark, and everything else (on a shared machine, other people's work)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.began = time.time()
+        self.before = self._read()
+
+    def _read(self) -> dict[str, float]:
+        found = {"machine": machine_cpu(), "benchmark": sum(os.times()[:2])}
+        for name, pid in self.pids.items():
+            with contextlib.suppress(OSError):
+                found[name] = process_cpu(pid)
+        return found
+
+    def close(self) -> dict[str, Any]:
+        after = self._read()
+        wall = max(1e-3, time.time() - self.began)
+        used = {name: after[name] - self.before[name] for name in after if name in self.before}
+        used["others"] = used["machine"] - sum(v for k, v in used.items() if k != "machine")
+        return {"wall_s": round(wall, 2),
+                "cpu_seconds": {k: round(v, 2) for k, v in used.items()},
+                "cores_busy": {k: round(v / wall, 2) for k, v in used.items()}}
+
+
+def cpu_line(meter: dict[str, Any]) -> str:
+    busy = meter["cores_busy"]
+    return ", ".join(f"{name} {busy[name]:.2f}" for name in busy if name != "machine") + (
+        f"; the machine's {os.cpu_count()} cores: {busy['machine']:.2f} busy")
 
 
 class Profiler:
@@ -893,6 +937,7 @@ class Run:
         self.admin: Api
         self.requester: Api
         self._profiler: Profiler | None = None
+        self.control_plane: dict[str, int] = {}
 
     def __enter__(self) -> Run:
         self._connect()
@@ -940,6 +985,8 @@ class Run:
         from daypass.controlplane import cluster
 
         local = cluster.start(apply=install_paths(self.source))
+        self.control_plane = {c.name: c.pid for c in cluster.status(local.state_dir)
+                              if c.pid is not None}
         self.kubeconfig = local.kubeconfig
         self.admin = Api(self.kubeconfig, local.context("admin"))
         self.requester = Api(self.kubeconfig, local.context(REQUESTER))
@@ -1005,6 +1052,10 @@ class Run:
                 return started
             time.sleep(0.1)
         raise BenchError(f"the operator did not report policy {self.policy} Ready in {timeout}s")
+
+    def cpu_meter(self) -> CpuMeter:
+        """Start counting CPU: the operator's, the local control plane's, this process's."""
+        return CpuMeter({"operator": self.operator.pid, **self.control_plane})
 
     def profile(self, phase: str) -> None:
         if self.args.profile:

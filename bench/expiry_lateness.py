@@ -165,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     with Run("expiry_lateness", args, parameters) as run:
         namespaces = run.namespaces(2 * grants)
         run.start_operator()
+        meter = run.cpu_meter()
         base = floor(run, namespaces[:grants], args.concurrency, args.timeout)
 
+        floor_cpu = meter.close()
         expiries = Expiries(run, namespaces[grants:])
         end_at = time.time() + grants / rate + margin
         horizon = end_at + args.timeout + 30
@@ -183,11 +185,13 @@ def main(argv: list[str] | None = None) -> int:
                 window = common.CallWindow(run.admin)
                 cpu_before = run.operator.cpu_seconds()
                 run.profile("expiry")
+                meter = run.cpu_meter()
                 expires: dict[str, float] = expiries.sightings.noted("expires")
                 for namespace, moment in expires.items():
                     expiries.prober.expect(namespace, moment + expiries.prober.slow)
                 expiries.prober.wait(list(expires), max(expires.values(), default=end_at)
                                      + args.timeout)
+                expiry_cpu = meter.close()
                 run.operator.wait_quiet(timeout=60)
                 profile = run.profile_done()
                 cpu = run.operator.cpu_seconds() - cpu_before
@@ -239,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             "operator": {"cpu_seconds": round(cpu, 2),
                          "cpu_ms_per_expiry": round(1000 * cpu / max(1, ended), 2),
                          **run.operator.memory()},
+            "cpu_cores_busy": {"floor_phase": floor_cpu, "expiry_phase": expiry_cpu},
             "profile": profile,
             "checks": [dict(zip(("figure", "target", "measured", "met"), c, strict=True))
                        for c in checks],
@@ -262,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             ("targets", common.target_rows(checks)),
             ("API calls per expiry (counted by the API server)", common.calls_table(calls)),
             ("operator", f"CPU {cpu:.1f}s for {ended} expiries"),
+            ("CPU cores busy while the floor ran", common.cpu_line(floor_cpu)),
+            ("CPU cores busy while the grants expired", common.cpu_line(expiry_cpu)),
         ]
         if profile:
             tables.append(("where the operator's CPU went (py-spy, self %)",

@@ -129,15 +129,19 @@ def main(argv: list[str] | None = None) -> int:
     with Run("grant_latency", args, parameters) as run:
         namespaces = run.namespaces(2 * count)
         run.start_operator()
+        meter = run.cpu_meter()
         floor = measure(run, namespaces[:count], rate, args.timeout, direct=True,
                         fast=args.poll_interval, slow=args.slow_poll_interval)
 
+        floor_cpu = meter.close()
         run.operator.wait_quiet()
         window = common.CallWindow(run.admin)
+        meter = run.cpu_meter()
         cpu_before = run.operator.cpu_seconds()
         run.profile("grant")
         grant = measure(run, namespaces[count:], rate, args.timeout, direct=False,
                         fast=args.poll_interval, slow=args.slow_poll_interval)
+        grant_cpu = meter.close()
         run.operator.wait_quiet(timeout=60)
         profile = run.profile_done()
         cpu = run.operator.cpu_seconds() - cpu_before
@@ -162,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             "operator": {"cpu_seconds": round(cpu, 2),
                          "cpu_ms_per_grant": round(1000 * cpu / max(1, grant["created"]), 2),
                          **memory, "phases": outcome},
+            "cpu_cores_busy": {"floor_phase": floor_cpu, "grant_phase": grant_cpu},
             "profile": profile,
             "checks": [dict(zip(("figure", "target", "measured", "met"), c, strict=True))
                        for c in checks],
@@ -180,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             ("API calls per grant (counted by the API server)", common.calls_table(calls)),
             ("operator", f"CPU {cpu:.1f}s ({figures['operator']['cpu_ms_per_grant']} ms per"
              f" grant), RSS {memory.get('rss_bytes', 0) / 2**20:.0f} MiB; phases {outcome}"),
+            ("CPU cores busy while the floor ran", common.cpu_line(floor_cpu)),
+            ("CPU cores busy while the grants ran", common.cpu_line(grant_cpu)),
         ]
         if profile:
             tables.append(("where the operator's CPU went (py-spy, self %)",

@@ -173,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
                  Watch(run.admin, f"{REQUESTS}/accessrequests", grants.request_seen,
                        label_selector=f"{RUN_LABEL}={run.id}", until=horizon):
                 cpu_before = run.operator.cpu_seconds()
+                meter = run.cpu_meter()
                 filled = fill(run, grants, count, args.concurrency, args.timeout)
+                fill_cpu = meter.close()
                 run.operator.wait_quiet(timeout=120)
                 cpu_fill = run.operator.cpu_seconds() - cpu_before
                 steady = run.operator.memory()
@@ -193,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
                 stopping = run.operator.stop()
                 restarted = run.operator.start()
                 run.profile("restart")
+                meter = run.cpu_meter()
                 restart = after_restart(run, probes, restarted, threshold, args)
+                restart_cpu = meter.close()
                 quiet_at = run.operator.wait_quiet(timeout=120)
                 profile = run.profile_done()
                 calls = window.close(filled["active"], "active grant at restart")
@@ -239,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             "api_calls": calls,
             "operator": {"cpu_seconds_fill": round(cpu_fill, 2),
                          "cpu_ms_per_grant": round(1000 * cpu_fill / max(1, filled["active"]), 2)},
+            "cpu_cores_busy": {"fill": fill_cpu, "restart": restart_cpu},
             "profile": profile,
             "checks": [dict(zip(("figure", "target", "measured", "met"), c, strict=True))
                        for c in checks],
@@ -267,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         tables = [
             ("scale", common.table([[a, str(b)] for a, b in rows], ["figure", "value"])),
             ("targets", common.target_rows(checks)),
+            ("CPU cores busy while filling", common.cpu_line(fill_cpu)),
+            ("CPU cores busy from the restart to steady state", common.cpu_line(restart_cpu)),
             ("API calls at restart, per active grant (counted by the API server)",
              common.calls_table(calls)),
         ]

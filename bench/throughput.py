@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             window = common.CallWindow(run.admin)
             cpu_before = run.operator.cpu_seconds()
             run.profile("throughput")
+            meter = run.cpu_meter()
             for index, rate in enumerate([*rates, None]):
                 count = burst if rate is None else max(1, round(rate * step_duration))
                 direct = step(run, direct_grants, count, rate, args.concurrency, args.timeout,
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 run.operator.wait_quiet(timeout=60)
                 steps.append({"direct": direct, "daypass": daypass, "ratio": _ratio(
                     daypass["grants_per_s"], direct["grants_per_s"])})
+            used = meter.close()
             profile = run.profile_done()
             cpu = run.operator.cpu_seconds() - cpu_before
             granted = sum(s["daypass"]["granted"] for s in steps)
@@ -176,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             "operator": {"cpu_seconds": round(cpu, 2),
                          "cpu_ms_per_grant": round(1000 * cpu / max(1, granted), 2),
                          **run.operator.memory()},
+            "cpu_cores_busy": used,
             "profile": profile,
             "checks": [dict(zip(("figure", "target", "measured", "met"), c, strict=True))
                        for c in checks],
@@ -197,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             ("API calls per grant (counted by the API server)", common.calls_table(calls)),
             ("operator", f"CPU {cpu:.1f}s for {granted} grants"
              f" ({figures['operator']['cpu_ms_per_grant']} ms per grant)"),
+            ("CPU cores busy over all steps", common.cpu_line(used)),
         ]
         if profile:
             tables.append(("where the operator's CPU went (py-spy, self %)",
