@@ -360,7 +360,10 @@ class Prober:
         self.asked = 0
         self._nudged: set[str] = set()
         self._pending: set[str] = set()
-        self._queue: list[tuple[float, int, str]] = []
+        # Nudged namespaces have a queue of their own that goes first: a thousand slow checks
+        # falling due at once must not hold up the one whose binding just changed.
+        self._urgent: list[tuple[float, int, str]] = []
+        self._relaxed: list[tuple[float, int, str]] = []
         self._order = 0
         self._cv = threading.Condition()
         self._closed = False
@@ -384,7 +387,8 @@ class Prober:
 
     def _push(self, at: float, namespace: str) -> None:
         self._order += 1
-        heapq.heappush(self._queue, (at, self._order, namespace))
+        queue = self._urgent if namespace in self._nudged else self._relaxed
+        heapq.heappush(queue, (at, self._order, namespace))
         self._cv.notify()
 
     def wait(self, namespaces: Iterable[str], deadline: float) -> bool:
@@ -407,19 +411,17 @@ class Prober:
     def _next(self) -> str | None:
         with self._cv:
             while not self._closed:
-                if self._queue:
-                    at, _, namespace = self._queue[0]
-                    delay = at - time.time()
-                    if delay <= 0:
-                        heapq.heappop(self._queue)
+                now, wait = time.time(), 0.5
+                for queue in (self._urgent, self._relaxed):
+                    while queue and queue[0][0] <= now:
+                        namespace = heapq.heappop(queue)[2]
                         if namespace in self._pending:
                             # A namespace is asked by one worker at a time.
                             self._pending.discard(namespace)
                             return namespace
-                        continue
-                    self._cv.wait(delay)
-                else:
-                    self._cv.wait(0.5)
+                    if queue:
+                        wait = min(wait, queue[0][0] - now)
+                self._cv.wait(wait)
             return None
 
     def _work(self) -> None:

@@ -243,11 +243,13 @@ class Reconciler:
         if granted and plan.status.usage is None:
             plan.status.usage = Usage(collected=self.usage is not None)
 
+        first_seq = len(plan.status.history) - len(plan.steps)
+        self._audit(request, plan.steps, first_seq)
         if plan.status != request.status:
             written = await self.kube.replace_request_status({**body,
                                                               "status": plan.status.wire()})
             self._written[key] = written
-        self._record(body, request, plan.steps)
+        self._announce(body, request, plan.steps)
         self._observe(key, request, plan)
         if review is not None and judgement is not None:
             await self._answer(review, judgement.outcome, judgement.message)
@@ -529,7 +531,29 @@ class Reconciler:
             await self.kube.delete_binding(request.namespace, name)
             self._seen_bindings.pop((request.namespace, name), None)
 
-    def _record(self, body: dict[str, Any], request: AccessRequest, steps: list[Step]) -> None:
+    def _audit(self, request: AccessRequest, steps: list[Step], first_seq: int | None) -> None:
+        """One JSON line per transition, written before the status that records it.
+
+        Written first so that a crash between the two never loses a line: at worst a line is
+        written twice, and `seq` (the transition's place in status.history) tells the copies
+        apart from distinct transitions.
+        """
+        for index, step in enumerate(steps):
+            self.audit.write({
+                "event": step.event,
+                "phase": step.phase.value,
+                "namespace": request.namespace,
+                "request": request.name,
+                "uid": request.metadata.uid,
+                "seq": None if first_seq is None else first_seq + index,
+                "requester": request.spec.requester.username,
+                "role": str(request.spec.role),
+                "actor": step.actor,
+                "message": step.message,
+            })
+
+    def _announce(self, body: dict[str, Any], request: AccessRequest, steps: list[Step]) -> None:
+        """The log line and the event of each transition, once its status is written."""
         if not steps:
             return
         for step in steps:
@@ -538,18 +562,12 @@ class Reconciler:
                 extra={"request": f"{request.namespace}/{request.name}", "event": step.event,
                        "phase": step.phase.value, "actor": step.actor},
             )
-            self.audit.write({
-                "event": step.event,
-                "phase": step.phase.value,
-                "namespace": request.namespace,
-                "request": request.name,
-                "uid": request.metadata.uid,
-                "requester": request.spec.requester.username,
-                "role": str(request.spec.role),
-                "actor": step.actor,
-                "message": step.message,
-            })
         self.events.post_all(body, [(s.event, s.message, s.warning) for s in steps])
+
+    def _record(self, body: dict[str, Any], request: AccessRequest, steps: list[Step],
+                first_seq: int | None = None) -> None:
+        self._audit(request, steps, first_seq)
+        self._announce(body, request, steps)
 
     async def forget(self, body: dict[str, Any]) -> None:
         """A request was deleted: its access ends now, whatever its phase said."""

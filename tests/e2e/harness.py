@@ -265,6 +265,21 @@ class Operator:
             return []
         return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line]
 
+    def transitions(self, request: str) -> list[dict[str, Any]]:
+        """A request's audit lines, one per transition: a line written again after a crash or
+        a conflicting write carries the same `seq` and counts once."""
+        seen: set[Any] = set()
+        lines = []
+        for line in self.audit_lines():
+            if line.get("request") != request:
+                continue
+            key = (line.get("uid"), line.get("seq"), line["event"])
+            if line.get("seq") is not None and key in seen:
+                continue
+            seen.add(key)
+            lines.append(line)
+        return lines
+
     def logs(self) -> str:
         return "\n".join(path.read_text(errors="replace") for path in self.log_files
                          if path.exists())

@@ -66,7 +66,7 @@ def test_alice_gains_edit_in_team_a_and_loses_it_on_time(
     for event in cluster.events("team-a", name):
         assert "alice" in event.message and "ClusterRole/edit" in event.message
 
-    audit = [line for line in operator.audit_lines() if line.get("request") == name]
+    audit = operator.transitions(name)
     assert [line["event"] for line in audit] == ["Requested", "Granted", "Expired", "UsageSummary"]
     assert all(line["requester"] == "alice" for line in audit)
 

@@ -47,8 +47,8 @@ def test_grants_end_on_time_across_an_operator_restart(
     final = cluster.wait_phase(space, long, "Expired")["status"]
     assert [h["event"] for h in final["history"]] == ["Requested", "Granted", "Expired"]
     assert final["grantedAt"] == long_status["grantedAt"], "the grant was not renewed"
-    granted = [line for line in operator.audit_lines()
-               if line.get("request") in (short, long) and line["event"] == "Granted"]
+    granted = [line for name in (short, long) for line in operator.transitions(name)
+               if line["event"] == "Granted"]
     assert len(granted) == 2, "each request was granted exactly once"
 
 
