@@ -22,6 +22,8 @@ from daypass.durations import format_duration
 from daypass.grant import (
     EXPIRES_AT_ANNOTATION,
     GRANTED_AT_ANNOTATION,
+    MANAGED_BY,
+    MANAGED_BY_VALUE,
     binding_name,
     desired_binding,
     drift,
@@ -65,6 +67,10 @@ from daypass.usage import UsageCounter, summary
 log = logging.getLogger("daypass")
 
 Key = tuple[str, str]
+
+
+class NotOurs(Exception):
+    """The binding a grant needs is someone else's: it is left alone and the grant fails."""
 
 
 class Views(Protocol):
@@ -230,6 +236,8 @@ class Reconciler:
         if plan.binding is Binding.PRESENT:
             try:
                 what_happened = await self._ensure_binding(request, plan)
+            except NotOurs as error:
+                plan = grant_failed(plan, request, str(error), self.clock())
             except Forbidden as error:
                 plan = grant_failed(plan, request, str(error), self.clock())
                 await self._remove_binding(request, force=True)
@@ -518,6 +526,14 @@ class Reconciler:
             if observed is None:
                 return None
 
+        metadata = observed.get("metadata") or {}
+        owners = [o.get("uid") for o in metadata.get("ownerReferences") or []]
+        labelled = (metadata.get("labels") or {}).get(MANAGED_BY) == MANAGED_BY_VALUE
+        if request.metadata.uid not in owners and not (
+                labelled and request_of(observed) == request.name):
+            # Someone else's binding has the name this grant needs: never take it over.
+            raise NotOurs(f"a RoleBinding named {name} that Daypass does not own already"
+                          f" exists in {namespace}; rename or delete it, then ask again")
         differences = drift(observed, desired)
         if not differences:
             return None

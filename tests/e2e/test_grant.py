@@ -281,3 +281,22 @@ def test_an_unusable_policy_says_so_and_allows_nothing(
     name = alice.request(namespace, duration="10m", reason="x")["metadata"]["name"]
     status = cluster.wait_phase(namespace, name, "Denied")["status"]
     assert f"policy {name_of_policy} cannot be used" in status["message"]
+
+
+def test_someone_elses_binding_with_the_grants_name_is_never_taken_over(
+    cluster: Cluster, space: str, alice: User
+) -> None:
+    cluster.apply({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "daypass-collide", "namespace": space},
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "erin"}],
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "view"},
+    })
+    alice.request(space, name="collide", duration="5m", reason="INC-8")
+    status = cluster.wait_phase(space, "collide", "Failed")["status"]
+    assert "that Daypass does not own already exists" in status["message"]
+    untouched = cluster.binding(space, "daypass-collide")
+    assert untouched is not None
+    assert [s.name for s in untouched.subjects] == ["erin"]
+    assert not alice.can_list_pods(space)
