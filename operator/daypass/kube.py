@@ -57,15 +57,22 @@ class Kube:
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.authorization = kubernetes.client.AuthorizationV1Api(self.client)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="daypass-api")
+        # Creating and deleting bindings is what gives and takes access: when a thousand
+        # grants end at once, those calls must not queue behind status writes and events.
+        self.urgent = ThreadPoolExecutor(max_workers=workers // 2,
+                                         thread_name_prefix="daypass-bind")
 
-    async def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def call(self, function: Callable[..., Any], *args: Any, urgent: bool = False,
+                   **kwargs: Any) -> Any:
         verb, _, resource = function.__name__.partition("_")
         API_CALLS.labels(verb, resource.removeprefix("namespaced_").removeprefix("cluster_")).inc()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, functools.partial(function, *args, **kwargs))
+        return await loop.run_in_executor(self.urgent if urgent else self.pool,
+                                          functools.partial(function, *args, **kwargs))
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.urgent.shutdown(wait=False, cancel_futures=True)
         self.client.close()  # type: ignore[no-untyped-call]
 
     # AccessRequests
@@ -157,7 +164,7 @@ class Kube:
         try:
             response = await self.call(
                 self.rbac.create_namespaced_role_binding,
-                body["metadata"]["namespace"], body, _preload_content=False,
+                body["metadata"]["namespace"], body, _preload_content=False, urgent=True,
             )
         except ApiException as error:
             if error.status == 409:
@@ -180,7 +187,7 @@ class Kube:
         try:
             await self.call(
                 self.rbac.replace_namespaced_role_binding, name, namespace, replacement,
-                _preload_content=False,
+                _preload_content=False, urgent=True,
             )
         except ApiException as error:
             if error.status == 403:
@@ -196,7 +203,8 @@ class Kube:
         """Delete a binding; False when it was already gone."""
         try:
             await self.call(
-                self.rbac.delete_namespaced_role_binding, name, namespace, _preload_content=False
+                self.rbac.delete_namespaced_role_binding, name, namespace,
+                _preload_content=False, urgent=True,
             )
         except ApiException as error:
             if error.status == 404:
