@@ -96,7 +96,7 @@ async def request_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Me
     reconciler: Reconciler = memo.reconciler
     if event.get("type") == "DELETED":
         await reconciler.forget(_plain(body))
-    else:
+    elif not (event.get("type") == "MODIFIED" and reconciler.echo_of_own_write(body)):
         await reconciler.reconcile((body.metadata.namespace or "", body.metadata.name or ""))
 
 
