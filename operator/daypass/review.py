@@ -26,6 +26,10 @@ from daypass.models import (
 )
 
 
+# Rejected reviews a request's own status records; later ones are kept on the review itself.
+MAX_RECORDED_REJECTIONS = 10
+
+
 @dataclass(frozen=True)
 class Judgement:
     """A review's outcome, and the request's status and transitions once it is recorded."""
@@ -116,6 +120,13 @@ def judge(review: AccessReview, request: AccessRequest | None, policies: Iterabl
             f"{reviewer.username} denied {requester.username}'s {what}{because}",
             warning=True,
         )
+
+    recorded_rejections = sum(1 for r in status.reviews if r.outcome == Outcome.REJECTED)
+    if refusal is not None and (phase is None or phase.ended
+                                or recorded_rejections >= MAX_RECORDED_REJECTIONS):
+        # Recorded on the review and in the audit log only: otherwise anyone could grow a
+        # request's status without bound by sending it reviews that do not count.
+        return Judgement(Outcome.REJECTED, refusal)
 
     new = status.model_copy(deep=True)
     outcome = Outcome.REJECTED if refusal else Outcome.ACCEPTED

@@ -20,7 +20,7 @@ from daypass.models import (
     Outcome,
     Phase,
 )
-from daypass.review import Judgement, judge
+from daypass.review import MAX_RECORDED_REJECTIONS, Judgement, judge
 
 LATER = NOW + timedelta(minutes=10)
 APPROVERS = {"users": ["erin"], "groups": ["sre-leads"]}
@@ -375,10 +375,12 @@ def test_a_review_of_an_ended_request_is_rejected(phase: Phase, decision: str) -
     username = "alice" if decision == "Revoke" else "bob"
     rev = review(decision, username)
 
-    judgement, after = judged(rev, req)
+    judgement = judge(rev, req, TWO_APPROVALS, LATER)
 
-    assert_rejected_changes_only_the_record(judgement, req, after, rev)
+    assert judgement.outcome is Outcome.REJECTED
     assert judgement.message == f"request alice-edit has already ended ({phase.value})"
+    assert judgement.status is None, "an ended request's record never grows"
+    assert judgement.steps == ()
 
 
 @pytest.mark.parametrize("decision", ["Approve", "Deny", "Revoke"])
@@ -386,10 +388,10 @@ def test_a_review_of_a_request_not_yet_looked_at_is_rejected(decision: str) -> N
     req = request()
     rev = review(decision)
 
-    judgement, after = judged(rev, req)
+    judgement = judge(rev, req, TWO_APPROVALS, LATER)
 
-    assert_rejected_changes_only_the_record(judgement, req, after, rev)
-    assert after is not None and after.status.phase is None
+    assert judgement.outcome is Outcome.REJECTED
+    assert judgement.status is None
     assert "has not been looked at yet" in judgement.message
 
 
@@ -467,3 +469,21 @@ def test_a_rejected_approval_never_counts_towards_the_grant() -> None:
     assert approvals(after.status) == ["bob"]
     assert plan.status.phase is Phase.PENDING
     assert plan.steps == []
+
+
+def test_rejected_reviews_stop_growing_the_request_after_a_bound() -> None:
+    req = pending()
+    for index in range(MAX_RECORDED_REJECTIONS):
+        judgement = judge(review("Approve", "dave", [], name=f"spam-{index}"), req, TWO_APPROVALS,
+                          LATER)
+        assert judgement.outcome is Outcome.REJECTED and judgement.status is not None
+        req = req.model_copy(update={"status": judgement.status})
+    history = len(req.status.history)
+
+    flood = judge(review("Approve", "dave", [], name="spam-more"), req, TWO_APPROVALS, LATER)
+
+    assert flood.outcome is Outcome.REJECTED
+    assert flood.status is None and flood.steps == ()
+    assert len(req.status.history) == history
+    accepted = judge(review("Approve", "bob", name="real"), req, TWO_APPROVALS, LATER)
+    assert accepted.outcome is Outcome.ACCEPTED, "an approver is still heard after a flood"
