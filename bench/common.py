@@ -852,6 +852,7 @@ def machine(admin: Api, source: Path) -> dict[str, Any]:
         "operator_source": str(source),
         "operator_digest": source_digest(source),
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        "namespaces_in_cluster": len(admin.ok("GET", "/api/v1/namespaces").get("items", [])),
     }
 
 
@@ -1059,6 +1060,22 @@ class Run:
         """Start counting CPU: the operator's, the local control plane's, this process's."""
         return CpuMeter({"operator": self.operator.pid, **self.control_plane})
 
+    def settle(self, timeout: float = 300) -> float | None:
+        """Wait until the operator is idle and the API server has stopped receiving its writes
+        (events it posts late, for one): the time it settled, or None when it never did."""
+        deadline = time.time() + timeout
+        last: dict[CallKey, int] | None = None
+        while time.time() < deadline:
+            self.operator.wait_quiet(timeout=max(1.0, deadline - time.time()))
+            writes = {key: n for key, n in apiserver_calls(self.admin).items()
+                      if key[1] in ("events", "rolebindings", "accessrequests")
+                      and key[3] not in ("GET", "LIST", "WATCH")}
+            if writes == last:
+                return time.time()
+            last = writes
+            time.sleep(2)
+        return None
+
     def profile(self, phase: str) -> None:
         if self.args.profile:
             output = self.args.results_dir / f"{self.name}-{self.stamp}-{phase}.pyspy.txt"
@@ -1090,12 +1107,18 @@ class Run:
 
         def delete(what: tuple[str, str]) -> None:
             kind, namespace = what
-            if kind == "requests":
-                self.admin.ok("DELETE", requests_path(namespace), expect=(200, 404),
-                              labelSelector=RUN_LABEL)
-            else:
-                self.admin.ok("DELETE", bindings_path(namespace), expect=(200, 404),
-                              labelSelector=FLOOR_LABEL if kind == "floor" else MANAGED)
+            path = requests_path(namespace) if kind == "requests" else bindings_path(namespace)
+            selector = {"requests": RUN_LABEL, "floor": FLOOR_LABEL}.get(kind, MANAGED)
+            deadline = time.time() + 600
+            # Deleting ten thousand objects in one call outlasts the API server's request
+            # timeout (504); what it deleted stays deleted, so asking again finishes the job.
+            while True:
+                status, answer = self.admin.call("DELETE", path, labelSelector=selector)
+                if status in (200, 404):
+                    return
+                if status not in (429, 500, 504) or time.time() > deadline:
+                    raise BenchError(f"DELETE {path}: HTTP {status}: {answer.get('message')}")
+                time.sleep(1)
 
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(delete, by_namespace))

@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                 expiries.prober.wait(list(expires), max(expires.values(), default=end_at)
                                      + args.timeout)
                 expiry_cpu = meter.close()
-                run.operator.wait_quiet(timeout=60)
+                run.settle()
                 profile = run.profile_done()
                 cpu = run.operator.cpu_seconds() - cpu_before
         finally:

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         grant = measure(run, namespaces[count:], rate, args.timeout, direct=False,
                         fast=args.poll_interval, slow=args.slow_poll_interval)
         grant_cpu = meter.close()
-        run.operator.wait_quiet(timeout=60)
+        run.settle()
         profile = run.profile_done()
         cpu = run.operator.cpu_seconds() - cpu_before
         calls = window.close(grant["created"], "grant")

@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                               direct=True, tag=f"s{index}")
                 daypass = step(run, operator_grants, count, rate, args.concurrency,
                                args.timeout, direct=False, tag=f"s{index}")
-                run.operator.wait_quiet(timeout=60)
+                run.settle()
                 steps.append({"direct": direct, "daypass": daypass, "ratio": _ratio(
                     daypass["grants_per_s"], direct["grants_per_s"])})
             used = meter.close()

@@ -15,9 +15,10 @@ from typing import Any
 import kopf
 
 from daypass.audit import EventPoster
-from daypass.grant import MANAGED_BY, MANAGED_BY_VALUE
+from daypass.grant import MANAGED_BY, MANAGED_BY_VALUE, SELECTOR
 from daypass.models import GROUP, VERSION
 from daypass.reconciler import Key, Reconciler
+from daypass.store import Store
 
 log = logging.getLogger("daypass")
 
@@ -31,14 +32,14 @@ def _one(store: Any) -> Any:
     return None
 
 
-class IndexViews:
-    """The reconciler's view of the cluster, read from kopf's indexes."""
+class Views:
+    """The reconciler's view of the cluster: small kinds from kopf's indexes, which hold every
+    handler until their first listing is complete, and requests and bindings from the store."""
 
-    def __init__(self, indices: Mapping[str, kopf.Index[Any, Any]]) -> None:
+    def __init__(self, indices: Mapping[str, kopf.Index[Any, Any]], store: Store) -> None:
         self._policies = indices["policy_index"]
         self._namespaces = indices["namespace_index"]
-        self._requests = indices["request_index"]
-        self._bindings = indices["binding_index"]
+        self.store = store
 
     def policies(self) -> Iterable[dict[str, Any]]:
         return [_one(store) for store in self._policies.values()]
@@ -48,15 +49,13 @@ class IndexViews:
         return _one(store) if store is not None else None
 
     def request(self, key: Key) -> dict[str, Any] | None:
-        store = self._requests.get(key)
-        return _one(store) if store is not None else None
+        return self.store.request(key)
 
     def requests(self) -> Iterable[dict[str, Any]]:
-        return [_one(store) for store in self._requests.values()]
+        return self.store.requests()
 
     def binding(self, namespace: str, name: str) -> dict[str, Any] | None:
-        store = self._bindings.get((namespace, name))
-        return _one(store) if store is not None else None
+        return self.store.binding(namespace, name)
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:
@@ -76,16 +75,9 @@ def namespace_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
     return {name: dict(labels)}
 
 
-@kopf.index(GROUP, VERSION, "accessrequests")
-def request_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Any]:
-    return {(namespace or "", name): _plain(body)}
-
-
-@kopf.index(*RBAC, labels=DAYPASS_BINDINGS)
-def binding_index(namespace: str | None, name: str, body: kopf.Body, **_: Any,
-                  ) -> dict[Key, Any]:
-    return {(namespace or "", name): {key: body.get(key)
-                                      for key in ("metadata", "subjects", "roleRef")}}
+# Requests and bindings are not kopf indexes: kopf holds every object's handler until every
+# indexed object is listed, which grows with the square of their number. The startup handler
+# lists them into the store instead.
 
 
 # Handlers.
@@ -94,10 +86,14 @@ def binding_index(namespace: str | None, name: str, body: kopf.Body, **_: Any,
 async def request_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo,
                         **_: Any) -> None:
     reconciler: Reconciler = memo.reconciler
+    key = (body.metadata.namespace or "", body.metadata.name or "")
     if event.get("type") == "DELETED":
+        memo.store.drop_request(key)
         await reconciler.forget(_plain(body))
-    elif not (event.get("type") == "MODIFIED" and reconciler.echo_of_own_write(body)):
-        await reconciler.reconcile((body.metadata.namespace or "", body.metadata.name or ""))
+        return
+    memo.store.put_request(body)
+    if not (event.get("type") == "MODIFIED" and reconciler.echo_of_own_write(body)):
+        await reconciler.reconcile(key)
 
 
 @kopf.on.event(GROUP, VERSION, "accessreviews")
@@ -112,8 +108,13 @@ async def review_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Mem
 async def binding_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo,
                         **_: Any) -> None:
     reconciler: Reconciler = memo.reconciler
+    deleted = event.get("type") == "DELETED"
+    if deleted:
+        memo.store.drop_binding((body.metadata.namespace or "", body.metadata.name or ""))
+    else:
+        memo.store.put_binding(body)
     plain = {key: body.get(key) for key in ("metadata", "subjects", "roleRef")}
-    await reconciler.binding_changed(plain, deleted=event.get("type") == "DELETED")
+    await reconciler.binding_changed(plain, deleted=deleted)
 
 
 @kopf.on.event(GROUP, VERSION, "accesspolicies")
@@ -168,9 +169,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
+    store = Store()
+    for request in await memo.kube.list_requests():
+        store.put_request(request)
+    for binding in await memo.kube.list_bindings(SELECTOR):
+        store.put_binding(binding)
+    memo.store = store
     events = EventPoster(memo.kube)
     memo.events = events
-    reconciler = Reconciler(memo.kube, IndexViews(kwargs), events, memo.audit,
+    reconciler = Reconciler(memo.kube, Views(kwargs, store), events, memo.audit,
                             usage=memo.usage, retention=memo.retention)
     memo.reconciler = reconciler
     memo.endpoints.on_audit_events = reconciler.audit_events

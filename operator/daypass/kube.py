@@ -89,6 +89,32 @@ class Kube:
             raise
         return found
 
+    async def list_requests(self) -> list[dict[str, Any]]:
+        """Every AccessRequest, page by page."""
+        found: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            page = await self.call(self.custom.list_cluster_custom_object, GROUP, VERSION,
+                                   "accessrequests", limit=500, _continue=token)
+            found.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return found
+
+    async def list_bindings(self, label_selector: str) -> list[dict[str, Any]]:
+        """Every RoleBinding with these labels, in all namespaces, page by page."""
+        found: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            response = await self.call(self.rbac.list_role_binding_for_all_namespaces,
+                                       label_selector=label_selector, limit=500,
+                                       _continue=token, _preload_content=False)
+            page = _json(response)
+            found.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return found
+
     async def replace_request_status(self, body: dict[str, Any]) -> dict[str, Any]:
         """Write a request's status; the body's resourceVersion guards against lost updates."""
         metadata = body["metadata"]

@@ -249,7 +249,7 @@ class Reconciler:
 
         if plan.binding is Binding.PRESENT:
             try:
-                what_happened = await self._ensure_binding(request, plan)
+                what_happened = await self._ensure_binding(request, plan, restoring=was_active)
             except NotOurs as error:
                 plan = grant_failed(plan, request, str(error), self.clock())
             except Forbidden as error:
@@ -524,13 +524,21 @@ class Reconciler:
             return None
         return GrantTimes(granted, expires)
 
-    async def _ensure_binding(self, request: AccessRequest, plan: Plan) -> str | None:
+    async def _ensure_binding(self, request: AccessRequest, plan: Plan, restoring: bool,
+                              ) -> str | None:
         """Make the binding exactly as granted; say what was wrong with it, if anything was."""
         assert plan.status.granted_at is not None and plan.status.expires_at is not None
         desired = desired_binding(request, plan.status.granted_at, plan.status.expires_at)
         namespace, name = request.namespace, desired["metadata"]["name"]
         observed = self._binding(namespace, name)
 
+        if observed is None and restoring:
+            # Restoring is rare; first make sure the request still exists, so that a request
+            # deleted while the operator was starting is never given its access back.
+            current = await self.kube.get_request(namespace, request.name)
+            if current is None or (current.get("metadata") or {}).get("uid") != (
+                    request.metadata.uid):
+                raise Conflict(f"{namespace}/{request.name} is gone")
         if observed is None:
             created = await self.kube.create_binding(desired)
             if created is not None:
@@ -669,6 +677,12 @@ class Reconciler:
         request_name = request_of(body)
         request_body = self.latest((namespace, request_name)) if request_name else None
         owners = {o.get("uid") for o in (body.get("metadata") or {}).get("ownerReferences") or []}
+        if request_body is None and request_name and not deleted:
+            # Not known yet, or gone: only the API server can tell, and a wrong guess here
+            # would delete someone's access.
+            request_body = await self.kube.get_request(namespace, request_name)
+            if request_body is not None:
+                return
         owner_gone = request_body is None or (
             (request_body.get("metadata") or {}).get("uid") not in owners
         )

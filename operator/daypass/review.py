@@ -25,7 +25,6 @@ from daypass.models import (
     UserInfo,
 )
 
-
 # Rejected reviews a request's own status records; later ones are kept on the review itself.
 MAX_RECORDED_REJECTIONS = 10
 

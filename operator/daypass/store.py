@@ -1,0 +1,74 @@
+"""What the operator knows of requests and Daypass bindings: the latest body of each.
+
+Filled by one listing at start and kept current by the watch. Bodies are kept without
+managedFields, which the operator never reads and which would otherwise be much of its
+memory at ten thousand grants. Never an API call here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+Key = tuple[str, str]
+
+
+def _rv(body: Mapping[str, Any]) -> int:
+    try:
+        return int((body.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def _key(body: Mapping[str, Any]) -> Key:
+    metadata = body.get("metadata") or {}
+    return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
+
+
+def compact(body: Mapping[str, Any], fields: Iterable[str]) -> dict[str, Any]:
+    kept = {field: body[field] for field in fields if body.get(field) is not None}
+    metadata = dict(body.get("metadata") or {})
+    metadata.pop("managedFields", None)
+    kept["metadata"] = metadata
+    return kept
+
+
+REQUEST_FIELDS = ("apiVersion", "kind", "spec", "status")
+BINDING_FIELDS = ("subjects", "roleRef")
+
+
+class Store:
+    def __init__(self) -> None:
+        self._requests: dict[Key, dict[str, Any]] = {}
+        self._bindings: dict[Key, dict[str, Any]] = {}
+
+    @staticmethod
+    def _put(table: dict[Key, dict[str, Any]], body: Mapping[str, Any],
+             fields: Iterable[str]) -> None:
+        key = _key(body)
+        known = table.get(key)
+        # The first listing may be older than the watch's first events: keep the newest.
+        if known is not None and _rv(body) < _rv(known):
+            return
+        table[key] = compact(body, fields)
+
+    def put_request(self, body: Mapping[str, Any]) -> None:
+        self._put(self._requests, body, REQUEST_FIELDS)
+
+    def drop_request(self, key: Key) -> None:
+        self._requests.pop(key, None)
+
+    def request(self, key: Key) -> dict[str, Any] | None:
+        return self._requests.get(key)
+
+    def requests(self) -> list[dict[str, Any]]:
+        return list(self._requests.values())
+
+    def put_binding(self, body: Mapping[str, Any]) -> None:
+        self._put(self._bindings, body, BINDING_FIELDS)
+
+    def drop_binding(self, key: Key) -> None:
+        self._bindings.pop(key, None)
+
+    def binding(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._bindings.get((namespace, name))
