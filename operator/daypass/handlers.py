@@ -23,7 +23,6 @@ from daypass.store import Store
 log = logging.getLogger("daypass")
 
 RBAC = ("rbac.authorization.k8s.io", "v1", "rolebindings")
-DAYPASS_BINDINGS = {MANAGED_BY: MANAGED_BY_VALUE}
 
 
 def _one(store: Any) -> Any:
@@ -104,7 +103,18 @@ async def review_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Mem
         await reconciler.review(_plain(body))
 
 
-@kopf.on.event(*RBAC, labels=DAYPASS_BINDINGS)
+def _daypass_binding(body: kopf.Body, **_: Any) -> bool:
+    """Ours by label, or by owner: an edit that strips the label must not hide a binding."""
+    labels = body.get("metadata", {}).get("labels") or {}
+    owners = body.get("metadata", {}).get("ownerReferences") or []
+    return labels.get(MANAGED_BY) == MANAGED_BY_VALUE or any(
+        owner.get("kind") == "AccessRequest"
+        and str(owner.get("apiVersion", "")).startswith(f"{GROUP}/")
+        for owner in owners
+    )
+
+
+@kopf.on.event(*RBAC, when=_daypass_binding)
 async def binding_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo,
                         **_: Any) -> None:
     reconciler: Reconciler = memo.reconciler

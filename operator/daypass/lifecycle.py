@@ -26,6 +26,8 @@ from daypass.policy import Ask, Verdict, evaluate
 OPERATOR = "daypass"
 # Lateness above this is blamed, in the history, on the operator having been away.
 LATE_AFTER = timedelta(seconds=1)
+# A follow-up's binding exists this long before the earlier one's goes: no gap between them.
+FOLLOW_UP_OVERLAP = timedelta(seconds=2)
 
 
 class Binding(StrEnum):
@@ -171,13 +173,8 @@ def decide(
         return _start_or_schedule(request, draft)
 
     # A request under way: a changed or deleted policy may no longer allow it.
-    verdict = evaluate(ask_of(request, status.duration), policies, namespace_labels, now)
-    no_longer = f"no policy allows it any more: {verdict.message}"
-    if verdict.allowed and status.phase != Phase.PENDING:
-        # Its own policy may have been deleted or changed while another still allows it: name
-        # the one that allows it now, so that changing that one re-checks this grant too.
-        # (A pending request keeps its policy: that policy's approvers are the ones asked.)
-        status.policy = verdict.policy
+    verdict = recheck(request, status, policies, namespace_labels, now)
+    no_longer = verdict.message
 
     if status.phase == Phase.PENDING:
         deadline = status.approval_deadline
@@ -204,8 +201,7 @@ def decide(
                 ),
                 ends=True,
             )
-        elif len(approvals(status)) >= _approvals_needed(request, status, policies,
-                                                          namespace_labels, verdict, now):
+        elif len(approvals(status)) >= verdict.approvals_needed:
             return _start_or_schedule(request, draft)
         else:
             return draft.plan(Binding.ABSENT, wake_at=deadline)
@@ -273,7 +269,30 @@ def _await_approval(request: AccessRequest, draft: _Draft, verdict: Verdict) -> 
 
 def _start_or_schedule(request: AccessRequest, draft: _Draft) -> Plan:
     status = draft.status
+    who, what = request.spec.requester.username, _what(request)
+    earlier = draft.earlier
+    if earlier is not None and earlier.status.phase == Phase.REVOKED:
+        # A follow-up continues a grant; once that grant was revoked there is nothing to
+        # continue, whatever approvals the follow-up had.
+        draft.record(Step(Phase.REVOKED, "Revoked", OPERATOR,
+                          f"{'scheduled ' if status.phase == Phase.SCHEDULED else ''}access"
+                          f" to {what} for {who} withdrawn: it follows {earlier.name},"
+                          " which was revoked", warning=True), ends=True)
+        return draft.plan(Binding.ABSENT)
+
     start_at = request.spec.start_at
+    follows = False
+    if status.phase == Phase.SCHEDULED and status.start_at is not None:
+        # Once scheduled, the start stays put: the earlier request ending early or going
+        # away never brings it forward.
+        start_at = status.start_at
+    elif (earlier is not None and earlier.status.phase == Phase.ACTIVE
+            and earlier.status.expires_at is not None
+            and earlier.status.expires_at - FOLLOW_UP_OVERLAP > (start_at or draft.now)):
+        # A follow-up starts just before the grant it follows ends, so that access has no gap
+        # at the boundary; its own duration counts from there, never longer than allowed.
+        start_at = earlier.status.expires_at - FOLLOW_UP_OVERLAP
+        follows = True
     if start_at is not None and start_at > draft.now:
         if status.phase != Phase.SCHEDULED:
             status.start_at = start_at
@@ -282,8 +301,9 @@ def _start_or_schedule(request: AccessRequest, draft: _Draft) -> Plan:
                     Phase.SCHEDULED,
                     "Scheduled",
                     OPERATOR,
-                    f"{_what(request)} for {request.spec.requester.username} starts at"
-                    f" {when(start_at)} for {status.duration} under policy {status.policy}",
+                    f"{what} for {who} starts at {when(start_at)} for {status.duration} under"
+                    f" policy {status.policy}"
+                    + (f", just before {earlier.name} ends" if follows and earlier else ""),
                 )
             )
         return draft.plan(Binding.ABSENT, wake_at=start_at)
@@ -291,14 +311,10 @@ def _start_or_schedule(request: AccessRequest, draft: _Draft) -> Plan:
     duration = parse_duration(status.duration) if status.duration else timedelta(hours=1)
     granted_at, expires_at = draft.now, draft.now + duration
     following = ""
-    earlier = draft.earlier
     if (earlier is not None and earlier.status.phase == Phase.ACTIVE
             and earlier.status.expires_at is not None and earlier.status.expires_at > draft.now):
-        # A follow-up granted while the earlier grant runs starts where that one ends; both
-        # bindings exist until then, so access has no gap at the boundary.
-        expires_at = earlier.status.expires_at + duration
         following = (f"; follows {earlier.name}, which ends at"
-                     f" {when(earlier.status.expires_at)}, and adds {format_duration(duration)}")
+                     f" {when(earlier.status.expires_at)}")
     if draft.existing is not None:
         # The binding was created before the operator stopped: keep its times, never renew.
         granted_at, expires_at = draft.existing.granted_at, draft.existing.expires_at
@@ -327,6 +343,8 @@ def _start_or_schedule(request: AccessRequest, draft: _Draft) -> Plan:
 def grant_failed(plan: Plan, request: AccessRequest, reason: str, now: datetime) -> Plan:
     """The plan once the binding could not be created: the request fails and says why."""
     draft = _Draft(plan.status, now, list(plan.steps))
+    # It never had access: no grant times and no binding name to mislead an auditor.
+    draft.status.granted_at = draft.status.expires_at = draft.status.binding = None
     draft.record(Step(
         Phase.FAILED,
         "GrantFailed",
@@ -353,26 +371,44 @@ def binding_restored(plan: Plan, request: AccessRequest, what_happened: str, now
 
 
 def approvals(status: AccessRequestStatus) -> list[str]:
-    """The distinct approvers whose approval counted, in the order they came."""
+    """The distinct approvers whose approval counts under the request's current policy."""
     seen: list[str] = []
     for record in status.reviews:
         if (record.decision == "Approve" and record.outcome == "Accepted"
-                and record.reviewer not in seen):
+                and record.policy == status.policy and record.reviewer not in seen):
             seen.append(record.reviewer)
     return seen
 
 
-def _approvals_needed(request: AccessRequest, status: AccessRequestStatus,
-                      policies: list[AccessPolicy], namespace_labels: Mapping[str, str] | None,
-                      verdict: Verdict, now: datetime) -> int:
-    """Approvals the request's own policy asks for; if that policy no longer allows it, the
-    policy that now does takes its place (and its approvers and count)."""
+def recheck(request: AccessRequest, status: AccessRequestStatus, policies: list[AccessPolicy],
+            namespace_labels: Mapping[str, str] | None, now: datetime) -> Verdict:
+    """Whether a request under way is still allowed, and under which policy.
+
+    Its own policy first. Only when that one no longer allows it may another take its place,
+    and only on that policy's own terms (G2): an active or scheduled grant moves only to a
+    policy needing no approval; a pending one moves with its approvals started afresh, since
+    approvals count for the policy they were given under. Otherwise the verdict refuses, in
+    the words of the request's own policy. Updates status.policy when it moves.
+    """
+    ask = ask_of(request, status.duration)
+    ask = Ask(ask.requester, ask.role, ask.namespace, ask.duration, ask.reason, None)
     own = next((p for p in policies if p.metadata.name == status.policy), None)
-    if own is not None and evaluate(ask_of(request, status.duration), [own], namespace_labels,
-                                    now).allowed:
-        return own.spec.approval.count if own.spec.approval.required else 0
-    status.policy = verdict.policy
-    return verdict.approvals_needed
+    if own is not None:
+        mine = evaluate(ask, [own], namespace_labels, now)
+        if mine.allowed:
+            return mine
+        reason = mine.message
+    else:
+        reason = f"policy {status.policy} was deleted"
+
+    other = evaluate(ask, policies, namespace_labels, now)
+    if other.allowed and (status.phase == Phase.PENDING or other.approvals_needed == 0):
+        status.policy = other.policy
+        return other
+    if other.allowed:
+        reason += (f"; policy {other.policy} would allow it only with"
+                   f" {other.approvals_needed} approval(s) of its own")
+    return Verdict(allowed=False, message=f"no policy allows it any more: {reason}")
 
 
 def _follow_up_problem(request: AccessRequest, earlier: AccessRequest | None) -> str | None:
@@ -398,9 +434,14 @@ def followed_by(earlier: AccessRequest, follower: AccessRequest, now: datetime) 
     draft = _Draft(earlier.status.model_copy(deep=True), now)
     draft.status.extended_by = follower.name
     phase = draft.status.phase or Phase.PENDING
+    if follower.status.expires_at is not None:
+        continues = f"continues until {when(follower.status.expires_at)}"
+    else:
+        continues = (f"continues from {when(follower.status.start_at)} for"
+                     f" {follower.status.duration}")
     message = (
         f"followed by {follower.name}: access of {earlier.spec.requester.username} to"
-        f" {_what(earlier)} continues until {when(follower.status.expires_at)}"
+        f" {_what(earlier)} {continues}"
     )
     draft.steps.append(Step(phase, "Extended", follower.spec.requester.username, message))
     draft.status.history.append(HistoryEntry(at=now, phase=phase, event="Extended",

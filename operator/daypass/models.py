@@ -164,6 +164,7 @@ class ReviewRecord(Shape):
     reason: str | None = None
     at: datetime
     outcome: str | None = None
+    policy: str | None = None
 
 
 class Usage(Shape):

@@ -6,10 +6,12 @@ talks to the cluster and never reads the clock; the caller passes `now` where ti
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
+
+import re2
 
 from daypass.durations import DurationError, format_duration, parse_duration
 from daypass.labelselector import selector_matches, selector_problem
@@ -42,7 +44,7 @@ class Rules:
     default_duration: timedelta
     max_start_delay: timedelta
     approval_timeout: timedelta
-    pattern: re.Pattern[str] | None
+    pattern: Any
 
     @property
     def name(self) -> str:
@@ -65,6 +67,15 @@ class Verdict:
     approvals_needed: int = 0
     approval_timeout: timedelta = DEFAULT_APPROVAL_TIMEOUT
     refusals: dict[str, str] = field(default_factory=dict)
+
+
+def compile_pattern(pattern: str) -> Any:
+    """A reason pattern, compiled with RE2: matching takes time linear in the reason, so no
+    reason can stall the operator (Python's own engine backtracks, exponentially at worst).
+    RE2 is also the syntax of CEL's matches(), the API server's own regular expressions."""
+    options = re2.Options()
+    options.log_errors = False
+    return re2.compile(pattern, options)
 
 
 def compile_policy(policy: AccessPolicy) -> Rules | str:
@@ -98,9 +109,11 @@ def compile_policy(policy: AccessPolicy) -> Rules | str:
     pattern = None
     if spec.reason.pattern:
         try:
-            pattern = re.compile(spec.reason.pattern)
-        except re.error as error:
-            return f"reason.pattern {spec.reason.pattern!r} is not a regular expression: {error}"
+            pattern = compile_pattern(spec.reason.pattern)
+        except re2.error as error:
+            why = error.args[0].decode() if error.args and isinstance(error.args[0], bytes) else (
+                str(error))
+            return f"reason.pattern {spec.reason.pattern!r} is not a regular expression: {why}"
 
     if spec.namespaces.selector is not None:
         problem = selector_problem(spec.namespaces.selector)

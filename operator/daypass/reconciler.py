@@ -275,7 +275,11 @@ class Reconciler:
         self._observe(key, request, plan)
         if review is not None and judgement is not None:
             await self._answer(review, judgement.outcome, judgement.message)
-        if earlier is not None and any(step.event == "Granted" for step in plan.steps):
+        if plan.status.extended_by and any(step.phase.ended for step in plan.steps):
+            # A follow-up waiting to start must learn that the request it follows ended.
+            self.wake((request.namespace, plan.status.extended_by), self.clock())
+        if earlier is not None and any(step.event in ("Granted", "Scheduled")
+                                       for step in plan.steps):
             follower = request.model_copy(update={"status": plan.status})
             self._spawn(self._note_follow_up(earlier.key, follower))
         self.wake(key, plan.wake_at)

@@ -131,7 +131,7 @@ def judge(review: AccessReview, request: AccessRequest | None, policies: Iterabl
     outcome = Outcome.REJECTED if refusal else Outcome.ACCEPTED
     new.reviews.append(ReviewRecord(
         review=review.metadata.name, reviewer=reviewer.username, decision=decision.value,
-        reason=review.spec.reason, at=now, outcome=outcome,
+        reason=review.spec.reason, at=now, outcome=outcome, policy=status.policy,
     ))
     if refusal is not None:
         step = Step(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,7 @@ STANDARD_POLICY = "developers-edit"
 ELIGIBLE = "daypass.dev/eligible"
 # The operator's metrics port during the tests, beside the API server's own port range.
 METRICS_PORT = int(os.environ.get("DAYPASS_APISERVER_PORT", "16443")) + 2600
+HEALTH_PORT = METRICS_PORT + 1
 
 
 @pytest.fixture(scope="session")
@@ -89,20 +91,30 @@ def operator(cluster: Cluster, standard_policy: str,
 
 def operator_args(cluster: Cluster) -> list[str]:
     """Serve the local control plane's audit webhook, so that usage is counted."""
-    return [*cluster.local.operator_args(), "--metrics-port", str(METRICS_PORT)] if (
-        cluster.local is not None) else []
+    served = ["--metrics-port", str(METRICS_PORT), "--health-port", str(HEALTH_PORT)]
+    return [*cluster.local.operator_args(), *served] if cluster.local is not None else served
 
 
 def wait_until_serving(cluster: Cluster, running: Operator, policy_name: str) -> None:
-    """The operator reports a policy Ready only once it has listed everything it watches."""
+    """Until this very process says it is ready (/readyz: it has listed everything it
+    watches) and reports the policy Ready; a status left by an earlier run proves nothing."""
+    port = next((int(running.extra_args[i + 1]) for i, arg in enumerate(running.extra_args)
+                 if arg == "--health-port"), None)
+
     def ready() -> bool:
         assert running.process is not None and running.process.poll() is None, running.logs()
+        if port is not None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
+                    pass
+            except OSError:
+                return False
         body = cluster.admin.custom.get_cluster_custom_object(
             "daypass.dev", "v1alpha1", "accesspolicies", policy_name)
         return any(c.get("type") == "Ready" and c.get("status") == "True"
                    for c in (body.get("status") or {}).get("conditions") or [])
 
-    eventually(ready, timeout=60, every=0.2, what="the operator to report its policy Ready")
+    eventually(ready, timeout=60, every=0.2, what="the operator to be ready")
 
 
 @pytest.fixture

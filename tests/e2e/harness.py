@@ -4,6 +4,7 @@ and patient checks that poll the cluster instead of sleeping blindly.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -246,7 +247,7 @@ class Operator:
         env = {**os.environ, "PYTHONPATH": str(ROOT / "operator")}
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                            env=env)
+                                            env=env, preexec_fn=_die_with_parent)
 
     def stop(self, kill: bool = False) -> None:
         if self.process is None:
@@ -283,6 +284,13 @@ class Operator:
     def logs(self) -> str:
         return "\n".join(path.read_text(errors="replace") for path in self.log_files
                          if path.exists())
+
+
+def _die_with_parent() -> None:
+    """An operator started by a test run never outlives it, even when the run is killed:
+    a leftover would keep acting on the cluster and answering the next run's checks."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def unique(prefix: str) -> str:

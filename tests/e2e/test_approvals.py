@@ -274,8 +274,10 @@ def test_a_follow_up_continues_access_without_a_gap(
                                extends=first)["metadata"]["name"]
         cluster.wait_phase(namespace, second, "Pending")
         outcome(cluster, namespace, review(bob, namespace, second, "Approve"))
-        second_status = cluster.wait_phase(namespace, second, "Active")["status"]
-        assert now() < first_expiry, "the follow-up must be granted before the first ends"
+        scheduled = cluster.wait_phase(namespace, second, "Scheduled")["status"]
+        assert now() < first_expiry, "the follow-up must be approved before the first ends"
+        assert parse_time(scheduled["startAt"]) == first_expiry - timedelta(seconds=2)
+        second_status = cluster.wait_phase(namespace, second, "Active", timeout=15)["status"]
         eventually(lambda: now() > first_expiry + timedelta(seconds=2), timeout=15)
     finally:
         checking.clear()
@@ -283,7 +285,11 @@ def test_a_follow_up_continues_access_without_a_gap(
 
     assert gaps == [], "alice lost access at the boundary between the two requests"
     assert cluster.phase(namespace, first) == "Expired"
-    assert parse_time(second_status["expiresAt"]) == first_expiry + timedelta(seconds=10)
+    granted_at = parse_time(second_status["grantedAt"])
+    assert parse_time(second_status["expiresAt"]) - granted_at == timedelta(seconds=10), (
+        "a follow-up lasts its own duration, never longer")
+    assert timedelta(0) <= granted_at - (first_expiry - timedelta(seconds=2)) < timedelta(
+        seconds=1)
     assert f"follows {first}" in second_status["history"][-1]["message"]
     first_history = cluster.get_request(namespace, first)["status"]
     assert first_history["extendedBy"] == second

@@ -178,6 +178,18 @@ def test_a_deleted_binding_is_restored_within_a_second(
         {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "mallory"}]})
     eventually(lambda: [s.name for s in cluster.binding(space, binding).subjects]
                == ["alice"], timeout=GONE_WITHIN, what="the binding's subjects to be restored")
+
+    # So is one that strips the label, which the watch selects by, while adding a subject.
+    cluster.admin.rbac.patch_namespaced_role_binding(binding, space, [
+        {"op": "remove", "path": "/metadata/labels/app.kubernetes.io~1managed-by"},
+        {"op": "add", "path": "/subjects/-",
+         "value": {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "dave"}},
+    ])
+    eventually(lambda: [s.name for s in cluster.binding(space, binding).subjects] == ["alice"]
+               and cluster.binding(space, binding).metadata.labels.get(
+                   "app.kubernetes.io/managed-by") == "daypass",
+               timeout=GONE_WITHIN, what="the unlabelled binding to be restored")
+    assert not cluster.users["dave"].can_list_pods(space)
     cluster.admin.custom.delete_namespaced_custom_object(
         "daypass.dev", "v1alpha1", space, "accessrequests", name)
 

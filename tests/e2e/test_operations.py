@@ -91,14 +91,15 @@ def test_metrics_move_with_grants_and_expiries(
              for _ in range(3)]
     for name in names:
         cluster.wait_phase(space, name, "Active")
-    assert metric("daypass_transitions_total", event="Granted") == granted + 3
-    assert metric("daypass_grant_latency_seconds_count") == latencies + 3
+    # At least: grants of earlier tests may still be ending meanwhile.
+    assert metric("daypass_transitions_total", event="Granted") >= granted + 3
+    assert metric("daypass_grant_latency_seconds_count") >= latencies + 3
     assert metric("daypass_active_grants") >= 3
 
     for name in names:
         cluster.wait_phase(space, name, "Expired", timeout=10)
-    assert metric("daypass_transitions_total", event="Expired") == expired + 3
-    assert metric("daypass_expiry_lateness_seconds_count") == lateness + 3
+    assert metric("daypass_transitions_total", event="Expired") >= expired + 3
+    assert metric("daypass_expiry_lateness_seconds_count") >= lateness + 3
     assert metric("daypass_expiry_lateness_seconds_bucket", le="1.0") >= lateness + 3
     assert metric("daypass_api_calls_total", verb="create", resource="role_binding") > 0
 

@@ -158,6 +158,8 @@ def test_an_approval_from_an_approver_of_the_policy_is_accepted(
     )
     assert record.reason == "checked with on-call"
     assert record.at == LATER
+    # Recorded under the policy it was judged under: it counts for that policy only (G2).
+    assert record.policy == "developers-edit"
     assert last_line(after) == (Phase.PENDING, "Approved", username)
     assert after.status.history[-1].at == LATER
     assert judgement.message == (

@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--health-port", type=int, default=0, metavar="PORT",
                      help="serve /healthz (liveness) and /readyz (readiness) on PORT"
                      " (default: off)")
+    run.add_argument("--bind-address", default="0.0.0.0", metavar="ADDRESS",
+                     help="address the health, metrics and audit webhook servers listen on"
+                     " (default: 0.0.0.0)")
     run.add_argument("--metrics-port", type=int, default=0, metavar="PORT",
                      help="serve Prometheus metrics at /metrics on PORT (default: off)")
     run.add_argument("--retention", type=_duration, default="2160h", metavar="DURATION",
@@ -118,7 +121,7 @@ async def _operate(args: argparse.Namespace, kube: Kube, stream: IO[str]) -> Non
     endpoints = Endpoints()
     await endpoints.serve(health_port=args.health_port, metrics_port=args.metrics_port,
                           audit_port=args.audit_webhook_port, audit_cert=args.audit_webhook_cert,
-                          audit_key=args.audit_webhook_key)
+                          audit_key=args.audit_webhook_key, host=args.bind_address)
     election = None
     if args.leader_election:
         election = LeaderElection(kube.client, args.lease_namespace)

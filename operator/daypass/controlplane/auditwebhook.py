@@ -68,6 +68,7 @@ current-context: daypass
 def operator_args(state: Path, apiserver_port: int) -> list[str]:
     """The `daypass run` flags that serve this webhook."""
     return [
+        "--bind-address", "127.0.0.1",
         "--audit-webhook-port", str(port(apiserver_port)),
         "--audit-webhook-cert", str(state / "apiserver.crt"),
         "--audit-webhook-key", str(state / "apiserver.key"),

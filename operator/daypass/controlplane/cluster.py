@@ -582,6 +582,16 @@ def _apply(cluster: LocalCluster, paths: Sequence[Path]) -> None:
         )
         if done.returncode != 0:
             raise ControlPlaneError(f"CRDs not established:\n{done.stderr.strip()}")
+        # Established is not yet served: the API server's handlers and discovery follow a
+        # moment later, and a create in between fails with "the server could not find".
+        for crd in cluster.kubectl("get", "crd", "-o", "name").stdout.split():
+            resource = crd.removeprefix("customresourcedefinition.apiextensions.k8s.io/")
+            _wait_until(
+                lambda resource=resource: cluster.kubectl(  # type: ignore[misc]
+                    "get", resource, "-A", "-o", "name", "--request-timeout=5s"
+                ).returncode == 0,
+                timeout=60,
+            )
 
 
 # --- files: certificates, keys, tokens, kubeconfigs ----------------------------------------
