@@ -926,8 +926,10 @@ class Run:
     the run made is deleted (the namespaces stay, for the next run).
     """
 
-    def __init__(self, name: str, args: argparse.Namespace, parameters: dict[str, Any]) -> None:
+    def __init__(self, name: str, args: argparse.Namespace, parameters: dict[str, Any],
+                 full_size: bool) -> None:
         self.name = name
+        self.size = "smoke" if args.smoke else ("full size" if full_size else "reduced size")
         self.args = args
         self.parameters = parameters
         self.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -1141,6 +1143,7 @@ class Run:
             "run": self.id,
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
             "smoke": bool(self.args.smoke),
+            "size": self.size,
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "machine": self.machine,
             "parameters": self.parameters,
@@ -1155,7 +1158,7 @@ class Run:
         path.write_text(json.dumps(result, indent=2, default=str) + "\n")
 
         m = self.machine
-        print(f"\n{self.name} ({'smoke' if self.args.smoke else 'full size'}), run {self.id}")
+        print(f"\n{self.name} ({self.size}), run {self.id}")
         print(f"machine: {m['cpu_model']}, {m['cpu_cores']} cores,"
               f" {m['memory_bytes'] / 2**30:.1f} GiB; Kubernetes {m['kubernetes']};"
               f" Python {m['python']}; kopf {m['kopf']}; commit {m['git_commit'][:10]}"

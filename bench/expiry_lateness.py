@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parameters = {"grants": grants, "rate_per_s": rate, "margin_s": margin,
                   "timeout_s": args.timeout, "floor_concurrency": args.concurrency}
 
-    with Run("expiry_lateness", args, parameters) as run:
+    with Run("expiry_lateness", args, parameters, full_size=grants >= 1000) as run:
         namespaces = run.namespaces(2 * grants)
         run.start_operator()
         meter = run.cpu_meter()

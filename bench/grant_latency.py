@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                   "poll_interval_s": args.poll_interval,
                   "slow_poll_interval_s": args.slow_poll_interval, "timeout_s": args.timeout}
 
-    with Run("grant_latency", args, parameters) as run:
+    full = rate == TARGETS["grant_latency_rate_per_s"] and duration >= 60
+    with Run("grant_latency", args, parameters, full_size=full) as run:
         namespaces = run.namespaces(2 * count)
         run.start_operator()
         meter = run.cpu_meter()

@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                   "probe_interval_s": args.probe_interval}
     most_probes = args.probes + int(args.restart_timeout / args.probe_interval) + 2
 
-    with Run("scale", args, parameters) as run:
+    with Run("scale", args, parameters, full_size=count >= 10000) as run:
         run.ensure_namespaces([BULK_NAMESPACE])
         probe_namespaces = run.namespaces(most_probes)
         run.start_operator()

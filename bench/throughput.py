@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parameters = {"rates_per_s": rates, "step_duration_s": step_duration, "burst": burst,
                   "concurrency": args.concurrency, "timeout_s": args.timeout}
 
-    with Run("throughput", args, parameters) as run:
+    full = max(rates) >= 80 and burst >= 1000
+    with Run("throughput", args, parameters, full_size=full) as run:
         run.ensure_namespaces([BULK_NAMESPACE])
         run.start_operator()
         operator_grants, direct_grants = Grants(), Grants()

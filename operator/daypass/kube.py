@@ -141,6 +141,17 @@ class Kube:
             raise
         return True
 
+    async def namespace_labels(self, name: str) -> dict[str, str] | None:
+        """A namespace's labels, or None when there is no such namespace."""
+        try:
+            response = await self.call(self.core.read_namespace, name, _preload_content=False)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        labels: dict[str, str] = (_json(response).get("metadata") or {}).get("labels") or {}
+        return labels
+
     async def can_bind(self, kind: str, name: str) -> bool:
         """Whether the API server lets this operator bind a role: RBAC's `bind` verb (G7)."""
         body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",

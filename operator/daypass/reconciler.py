@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -62,6 +63,7 @@ from daypass.models import (
 )
 from daypass.policy import compile_policy
 from daypass.review import Judgement, judge
+from daypass.store import BINDING_FIELDS, REQUEST_FIELDS, compact
 from daypass.usage import UsageCounter, summary
 
 log = logging.getLogger("daypass")
@@ -136,7 +138,9 @@ class Reconciler:
         self._dirty_usage: set[Key] = set()
         self._active: set[Key] = set()
         self._bindable: dict[tuple[str, str], tuple[bool, float]] = {}
-        self._locks: dict[Key, asyncio.Lock] = {}
+        # One lock per request while someone holds it; gone with the last holder.
+        self._locks: weakref.WeakValueDictionary[Key, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Bodies this operator wrote, newer than the watch has delivered yet.
@@ -218,7 +222,7 @@ class Reconciler:
                     fresh = await self.kube.get_request(*key)
                     if fresh is None:
                         return
-                    self._written[key] = fresh
+                    self._written[key] = compact(fresh, REQUEST_FIELDS)
             log.warning("%s/%s: gave up after repeated conflicts; will retry", *key)
             self.wake(key, self.clock())
 
@@ -241,8 +245,12 @@ class Reconciler:
             if judgement.status is not None:
                 judged = request.model_copy(update={"status": judgement.status})
         earlier = self._earlier(request)
-        plan = decide(judged, policies, self.views.namespace_labels(request.namespace), now,
-                      self._existing_grant(request), earlier)
+        labels = self.views.namespace_labels(request.namespace)
+        if labels is None:
+            # A namespace created a moment ago may not have reached the watch yet: ask, rather
+            # than judge a selector against no labels at all.
+            labels = await self.kube.namespace_labels(request.namespace)
+        plan = decide(judged, policies, labels, now, self._existing_grant(request), earlier)
         if judgement is not None:
             plan.steps[:0] = judgement.steps
         was_active = request.status.phase == Phase.ACTIVE
@@ -270,7 +278,7 @@ class Reconciler:
         if plan.status != request.status:
             written = await self.kube.replace_request_status({**body,
                                                               "status": plan.status.wire()})
-            self._written[key] = written
+            self._written[key] = compact(written, REQUEST_FIELDS)
         self._announce(body, request, plan.steps)
         self._observe(key, request, plan)
         if review is not None and judgement is not None:
@@ -312,7 +320,7 @@ class Reconciler:
             except Conflict:
                 self.wake(key, self.clock())
                 return
-            self._written[key] = written
+            self._written[key] = compact(written, REQUEST_FIELDS)
             self._record(body, earlier, plan.steps)
 
     # Reviews
@@ -345,7 +353,7 @@ class Reconciler:
                 except Conflict:
                     fresh = await self.kube.get_request(*key)
                     if fresh is not None:
-                        self._written[key] = fresh
+                        self._written[key] = compact(fresh, REQUEST_FIELDS)
 
     async def _answer(self, review: AccessReview, outcome: Outcome, message: str) -> None:
         if message == "already recorded" and review.status.outcome:
@@ -427,7 +435,7 @@ class Reconciler:
             if final != request.status.usage:
                 status = request.status.model_copy(update={"usage": final})
                 try:
-                    self._written[key] = await self.kube.replace_request_status(
+                    self._written[key] = await self._write_status(
                         {**body, "status": status.wire()})
                 except Conflict:
                     log.warning("%s/%s: usage not written (the request changed)", *key)
@@ -460,7 +468,7 @@ class Reconciler:
                 status = dict(body.get("status") or {})
                 status["usage"] = usage.wire()
                 try:
-                    self._written[key] = await self.kube.replace_request_status(
+                    self._written[key] = await self._write_status(
                         {**body, "status": status})
                 except Conflict:
                     self._dirty_usage.add(key)
@@ -513,6 +521,9 @@ class Reconciler:
                 ERRORS.labels("periodic").inc()
                 log.exception("periodic work failed; retrying")
 
+    async def _write_status(self, body: dict[str, Any]) -> dict[str, Any]:
+        return compact(await self.kube.replace_request_status(body), REQUEST_FIELDS)
+
     def _existing_grant(self, request: AccessRequest) -> GrantTimes | None:
         if request.status.phase not in (None, Phase.PENDING, Phase.SCHEDULED):
             return None
@@ -546,7 +557,7 @@ class Reconciler:
         if observed is None:
             created = await self.kube.create_binding(desired)
             if created is not None:
-                self._seen_bindings[(namespace, name)] = created
+                self._seen_bindings[(namespace, name)] = compact(created, BINDING_FIELDS)
                 return "was deleted"
             observed = await self.kube.get_binding(namespace, name)
             if observed is None:

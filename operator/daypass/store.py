@@ -1,8 +1,8 @@
 """What the operator knows of requests and Daypass bindings: the latest body of each.
 
-Filled by one listing at start and kept current by the watch. Bodies are kept without
-managedFields, which the operator never reads and which would otherwise be much of its
-memory at ten thousand grants. Never an API call here.
+Filled by one listing at start and kept current by the watch. Bodies are kept without what
+the operator never reads (managedFields, kubectl's last-applied annotation), which would
+otherwise be much of its memory at ten thousand grants. Never an API call here.
 """
 
 from __future__ import annotations
@@ -25,11 +25,21 @@ def _key(body: Mapping[str, Any]) -> Key:
     return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
 
 
+_METADATA = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
+             "deletionTimestamp", "labels", "ownerReferences")
+
+
 def compact(body: Mapping[str, Any], fields: Iterable[str]) -> dict[str, Any]:
+    """The parts the operator reads. A status write sends metadata back, but the API server
+    keeps only the status of it, so nothing dropped here can be lost."""
     kept = {field: body[field] for field in fields if body.get(field) is not None}
-    metadata = dict(body.get("metadata") or {})
-    metadata.pop("managedFields", None)
-    kept["metadata"] = metadata
+    metadata = body.get("metadata") or {}
+    small = {key: metadata[key] for key in _METADATA if metadata.get(key) is not None}
+    annotations = {key: value for key, value in (metadata.get("annotations") or {}).items()
+                   if key.startswith("daypass.dev/")}
+    if annotations:
+        small["annotations"] = annotations
+    kept["metadata"] = small
     return kept
 
 

@@ -16,7 +16,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-KEYS = {"benchmark", "run", "smoke", "machine", "parameters", "targets", "figures",
+KEYS = {"benchmark", "run", "smoke", "size", "machine", "parameters", "targets", "figures",
         "api_calls", "operator", "checks", "notes"}
 MACHINE = {"cpu_model", "cpu_cores", "memory_bytes", "kubernetes", "python", "git_commit"}
 
