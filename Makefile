@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ENV := PYTHONPATH=operator
 
-.PHONY: demo test unit e2e lint up down status clean
+.PHONY: demo test unit e2e lint binaries up down status clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,13 +15,17 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed  ## local control plane, operator, alice granted edit for 30s and losing it
 	$(ENV) $(BIN)/python -m daypass.controlplane.demo
 
-test: lint  ## lint, unit tests, end-to-end tests on the local control plane
+test: lint binaries  ## lint, unit tests, end-to-end tests on the local control plane
 	$(ENV) $(BIN)/python -m pytest -ra
+
+# Built once per Kubernetes release and cached outside the tree; not needed with $$KUBECONFIG.
+binaries: $(BIN)/.installed
+	@if [ -z "$$KUBECONFIG" ]; then $(ENV) $(BIN)/python -m daypass.controlplane build; fi
 
 unit: $(BIN)/.installed  ## the pure core only: no cluster, no sleeping
 	$(ENV) $(BIN)/python -m pytest -ra tests/unit
 
-e2e: $(BIN)/.installed
+e2e: binaries
 	$(ENV) $(BIN)/python -m pytest -ra -m e2e
 
 lint: $(BIN)/.installed

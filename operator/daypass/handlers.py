@@ -1,8 +1,10 @@
 """The kopf layer: wires watch events to the reconciler and does nothing else.
 
-kopf's indexes hold what the watch has seen of policies, namespaces, requests and Daypass
-bindings; handlers run only once every index has its first full listing, so no request is
-judged before all policies are known. Each handler reads as: on this event, reconcile.
+kopf watches the few policies, namespaces and reviews; requests and Daypass bindings, of which
+there are thousands, come from the operator's own watches into a store. kopf runs handlers only
+once every index has its first full listing, and the intake acts only from then on, so no
+request is judged before all policies are known. Each handler reads as: on this event,
+reconcile.
 """
 
 from __future__ import annotations
@@ -15,15 +17,13 @@ from typing import Any
 import kopf
 
 from daypass.audit import EventPoster
-from daypass.grant import MANAGED_BY, MANAGED_BY_VALUE, SELECTOR
+from daypass.grant import MANAGED_BY, MANAGED_BY_VALUE, request_of
 from daypass.models import GROUP, VERSION
 from daypass.reconciler import Key, Reconciler
 from daypass.store import Store
+from daypass.watch import REQUESTS, ROLEBINDINGS, Watch, list_all
 
 log = logging.getLogger("daypass")
-
-RBAC = ("rbac.authorization.k8s.io", "v1", "rolebindings")
-
 
 def _one(store: Any) -> Any:
     for value in store:
@@ -74,36 +74,99 @@ def namespace_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
     return {name: dict(labels)}
 
 
-# Requests and bindings are not kopf indexes: kopf holds every object's handler until every
-# indexed object is listed, which grows with the square of their number. The startup handler
-# lists them into the store instead.
+# Requests and bindings are neither kopf indexes nor kopf handlers: there are thousands of
+# them, and kopf's per-object machinery made a restart take minutes. They come from the
+# operator's own watches (watch.py) through the intake below.
 
 
-# Handlers.
+class Intake:
+    """Watch events of requests and bindings: the store kept current, the reconciler told.
 
-@kopf.on.event(GROUP, VERSION, "accessrequests")
-async def request_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo,
-                        **_: Any) -> None:
-    reconciler: Reconciler = memo.reconciler
-    key = (body.metadata.namespace or "", body.metadata.name or "")
-    if event.get("type") == "DELETED":
-        memo.store.drop_request(key)
-        await reconciler.forget(_plain(body))
-        return
-    memo.store.put_request(body)
-    if not (event.get("type") == "MODIFIED" and reconciler.echo_of_own_write(body)):
-        await reconciler.reconcile(key)
+    Until kopf has listed every policy and namespace, events only fill the store; then every
+    known request is reconciled once, the most overdue first, and events are acted on as they
+    come.
+    """
+
+    def __init__(self, store: Store, reconciler: Reconciler) -> None:
+        self.store = store
+        self.reconciler = reconciler
+        self.open = False
+
+    def start(self) -> None:
+        """Everything is listed: look at every request and binding once, then follow events."""
+        if self.open:
+            return
+        self.open = True
+        requests = sorted(self.store.requests(), key=_urgency)
+        for body in requests:
+            self.reconciler.spawn_reconcile(_key(body))
+        log.info("daypass is looking at %d requests and %d bindings", len(requests),
+                 self.store.binding_count())
+        for binding in self.store.bindings():
+            request = self.store.request((_key(binding)[0], request_of(binding) or ""))
+            owners = {o.get("uid") for o in binding["metadata"].get("ownerReferences") or []}
+            if request is None or request["metadata"].get("uid") not in owners:
+                self.reconciler.spawn(self.reconciler.binding_changed(binding, deleted=False))
+
+    def request(self, kind: str, payload: Any) -> None:
+        if kind == "RELISTED":
+            listed = {_key(body): body for body in payload}
+            for key in [key for key in self.store.request_keys() if key not in listed]:
+                self.request("DELETED", self.store.request(key))
+            for body in listed.values():
+                self.request("MODIFIED", body)
+            return
+        key = _key(payload)
+        if kind == "DELETED":
+            self.store.drop_request(key)
+            if self.open:
+                self.reconciler.spawn(self.reconciler.forget(payload))
+            return
+        self.store.put_request(payload)
+        if self.open and not (kind == "MODIFIED"
+                              and self.reconciler.echo_of_own_write(payload)):
+            self.reconciler.spawn_reconcile(key)
+
+    def binding(self, kind: str, payload: Any) -> None:
+        if kind == "RELISTED":
+            listed = {_key(body): body for body in payload if daypass_binding(body)}
+            for key in [key for key in self.store.binding_keys() if key not in listed]:
+                self.binding("DELETED", self.store.binding(*key))
+            for body in listed.values():
+                self.binding("MODIFIED", body)
+            return
+        key = _key(payload)
+        if not daypass_binding(payload):
+            # Not Daypass's, or no longer: a grant whose binding was taken over must learn it.
+            known = self.store.binding(*key)
+            if known is not None:
+                self.store.drop_binding(key)
+                if self.open:
+                    self.reconciler.spawn_reconcile((key[0], request_of(known) or ""))
+            return
+        deleted = kind == "DELETED"
+        if deleted:
+            self.store.drop_binding(key)
+        else:
+            self.store.put_binding(payload)
+        if self.open:
+            plain = {field: payload.get(field) for field in ("metadata", "subjects", "roleRef")}
+            self.reconciler.spawn(self.reconciler.binding_changed(plain, deleted=deleted))
 
 
-@kopf.on.event(GROUP, VERSION, "accessreviews")
-async def review_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo,
-                       **_: Any) -> None:
-    if event.get("type") != "DELETED":
-        reconciler: Reconciler = memo.reconciler
-        await reconciler.review(_plain(body))
+def _key(body: Mapping[str, Any]) -> tuple[str, str]:
+    metadata = body.get("metadata") or {}
+    return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
 
 
-def _daypass_binding(body: kopf.Body, **_: Any) -> bool:
+def _urgency(body: Mapping[str, Any]) -> tuple[int, str]:
+    """Grants that should already have ended first, in order of expiry; then everything else."""
+    status = body.get("status") or {}
+    expires = status.get("expiresAt")
+    return (0, str(expires)) if status.get("phase") == "Active" and expires else (1, "")
+
+
+def daypass_binding(body: Mapping[str, Any]) -> bool:
     """Ours by label, or by owner: an edit that strips the label must not hide a binding."""
     labels = body.get("metadata", {}).get("labels") or {}
     owners = body.get("metadata", {}).get("ownerReferences") or []
@@ -114,17 +177,14 @@ def _daypass_binding(body: kopf.Body, **_: Any) -> bool:
     )
 
 
-@kopf.on.event(*RBAC, when=_daypass_binding)
-async def binding_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo,
-                        **_: Any) -> None:
-    reconciler: Reconciler = memo.reconciler
-    deleted = event.get("type") == "DELETED"
-    if deleted:
-        memo.store.drop_binding((body.metadata.namespace or "", body.metadata.name or ""))
-    else:
-        memo.store.put_binding(body)
-    plain = {key: body.get(key) for key in ("metadata", "subjects", "roleRef")}
-    await reconciler.binding_changed(plain, deleted=deleted)
+# Handlers.
+
+@kopf.on.event(GROUP, VERSION, "accessreviews")
+async def review_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo,
+                       **_: Any) -> None:
+    if event.get("type") != "DELETED":
+        reconciler: Reconciler = memo.reconciler
+        await reconciler.review(_plain(body))
 
 
 @kopf.on.event(GROUP, VERSION, "accesspolicies")
@@ -139,8 +199,10 @@ async def policy_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Mem
 @kopf.on.event("", "v1", "namespaces")
 async def namespace_event(event: Mapping[str, Any], name: str, memo: kopf.Memo,
                           **_: Any) -> None:
-    # Handlers run only once every index holds its first full listing: ready from here on.
-    memo.endpoints.ready = True
+    # Handlers run only once every index holds its first full listing: policies are known.
+    if not memo.intake.open:
+        memo.intake.start()
+        memo.endpoints.ready = True
     if event.get("type") == "MODIFIED":
         reconciler: Reconciler = memo.reconciler
         await reconciler.namespace_changed(name)
@@ -180,16 +242,27 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
     store = Store()
-    for request in await memo.kube.list_requests():
+    requests, bindings = await asyncio.gather(
+        asyncio.to_thread(list_all, memo.kube, REQUESTS),
+        asyncio.to_thread(list_all, memo.kube, ROLEBINDINGS))
+    for request in requests.items:
         store.put_request(request)
-    for binding in await memo.kube.list_bindings(SELECTOR):
-        store.put_binding(binding)
+    for binding in bindings.items:
+        if daypass_binding(binding):
+            store.put_binding(binding)
     memo.store = store
     events = EventPoster(memo.kube)
     memo.events = events
     reconciler = Reconciler(memo.kube, Views(kwargs, store), events, memo.audit,
                             usage=memo.usage, retention=memo.retention)
     memo.reconciler = reconciler
+    memo.intake = intake = Intake(store, reconciler)
+    loop = asyncio.get_running_loop()
+    memo.watches = [Watch(memo.kube, REQUESTS, requests.resource_version, intake.request, loop),
+                    Watch(memo.kube, ROLEBINDINGS, bindings.resource_version, intake.binding,
+                          loop)]
+    for watch in memo.watches:
+        watch.start()
     memo.endpoints.on_audit_events = reconciler.audit_events
     memo.periodic = asyncio.get_running_loop().create_task(reconciler.run_periodic())
     log.info("daypass started as %s; usage %s", memo.identity,
@@ -198,6 +271,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    for watch in memo.watches:
+        watch.stop()
     memo.periodic.cancel()
     memo.reconciler.close()
     await memo.events.drain()

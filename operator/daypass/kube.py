@@ -7,6 +7,7 @@ gone is not an error. Nothing here decides anything; it only does what it is tol
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 from collections.abc import Callable
@@ -19,6 +20,9 @@ from kubernetes.client.exceptions import ApiException
 
 from daypass.metrics import API_CALLS
 from daypass.models import GROUP, VERSION
+
+# How long a call that gives or takes no access waits for binding calls to drain, at most.
+HOLD_BACK = 0.5
 
 
 class Conflict(Exception):
@@ -61,14 +65,34 @@ class Kube:
         # grants end at once, those calls must not queue behind status writes and events.
         self.urgent = ThreadPoolExecutor(max_workers=workers // 2,
                                          thread_name_prefix="daypass-bind")
+        # The API server is the bottleneck: while binding calls wait, other calls hold back.
+        self._urgent_waiting = 0
+        self._calm = asyncio.Event()
+        self._calm.set()
+
+    @staticmethod
+    def count(verb: str, resource: str) -> None:
+        API_CALLS.labels(verb, resource).inc()
 
     async def call(self, function: Callable[..., Any], *args: Any, urgent: bool = False,
                    **kwargs: Any) -> Any:
         verb, _, resource = function.__name__.partition("_")
-        API_CALLS.labels(verb, resource.removeprefix("namespaced_").removeprefix("cluster_")).inc()
+        self.count(verb, resource.removeprefix("namespaced_").removeprefix("cluster_"))
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.urgent if urgent else self.pool,
-                                          functools.partial(function, *args, **kwargs))
+        work = functools.partial(function, *args, **kwargs)
+        if not urgent:
+            # Bounded: status writes and events are late under a burst, never starved.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._calm.wait(), HOLD_BACK)
+            return await loop.run_in_executor(self.pool, work)
+        self._urgent_waiting += 1
+        self._calm.clear()
+        try:
+            return await loop.run_in_executor(self.urgent, work)
+        finally:
+            self._urgent_waiting -= 1
+            if not self._urgent_waiting:
+                self._calm.set()
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -88,32 +112,6 @@ class Kube:
                 return None
             raise
         return found
-
-    async def list_requests(self) -> list[dict[str, Any]]:
-        """Every AccessRequest, page by page."""
-        found: list[dict[str, Any]] = []
-        token: str | None = None
-        while True:
-            page = await self.call(self.custom.list_cluster_custom_object, GROUP, VERSION,
-                                   "accessrequests", limit=500, _continue=token)
-            found.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return found
-
-    async def list_bindings(self, label_selector: str) -> list[dict[str, Any]]:
-        """Every RoleBinding with these labels, in all namespaces, page by page."""
-        found: list[dict[str, Any]] = []
-        token: str | None = None
-        while True:
-            response = await self.call(self.rbac.list_role_binding_for_all_namespaces,
-                                       label_selector=label_selector, limit=500,
-                                       _continue=token, _preload_content=False)
-            page = _json(response)
-            found.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return found
 
     async def replace_request_status(self, body: dict[str, Any]) -> dict[str, Any]:
         """Write a request's status; the body's resourceVersion guards against lost updates."""

@@ -268,6 +268,8 @@ class Reconciler:
                     plan = binding_restored(plan, request, what_happened, self.clock())
         else:
             await self._remove_binding(request, force=bool(plan.steps))
+        # When access was given or taken away: what the latency metrics measure.
+        acted_at = self.clock()
 
         granted = any(step.event == "Granted" for step in plan.steps)
         if granted and plan.status.usage is None:
@@ -280,7 +282,7 @@ class Reconciler:
                                                               "status": plan.status.wire()})
             self._written[key] = compact(written, REQUEST_FIELDS)
         self._announce(body, request, plan.steps)
-        self._observe(key, request, plan)
+        self._observe(key, request, plan, acted_at)
         if review is not None and judgement is not None:
             await self._answer(review, judgement.outcome, judgement.message)
         if plan.status.extended_by and any(step.phase.ended for step in plan.steps):
@@ -289,7 +291,7 @@ class Reconciler:
         if earlier is not None and any(step.event in ("Granted", "Scheduled")
                                        for step in plan.steps):
             follower = request.model_copy(update={"status": plan.status})
-            self._spawn(self._note_follow_up(earlier.key, follower))
+            self.spawn(self._note_follow_up(earlier.key, follower))
         self.wake(key, plan.wake_at)
         return True
 
@@ -379,15 +381,24 @@ class Reconciler:
                          f" {review.spec.reviewer.username}: {outcome.value}: {message}",
                          warning=outcome == Outcome.REJECTED)
 
-    def _spawn(self, coroutine: Any) -> None:
+    def spawn(self, coroutine: Any) -> None:
+        """Run work in the background; its failure is logged and counted, never lost."""
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
 
-    def _observe(self, key: Key, request: AccessRequest, plan: Plan) -> None:
-        """Metrics and usage windows, once a plan is carried out."""
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            ERRORS.labels("background").inc()
+            log.error("background work failed", exc_info=task.exception())
+
+    def spawn_reconcile(self, key: Key) -> None:
+        self.spawn(self._safely(key))
+
+    def _observe(self, key: Key, request: AccessRequest, plan: Plan, now: datetime) -> None:
+        """Metrics and usage windows, once a plan is carried out; `now` is when it acted."""
         status = plan.status
-        now = self.clock()
         for step in plan.steps:
             TRANSITIONS.labels(step.event).inc()
             if step.event == "Granted" and status.granted_at is not None:
@@ -412,7 +423,7 @@ class Reconciler:
             self._active.discard(key)
             if request.status.phase == Phase.ACTIVE and status.phase is not None and (
                     status.phase.ended):
-                self._spawn(self._summarize(key))
+                self.spawn(self._summarize(key))
         ACTIVE_GRANTS.set(len(self._active))
 
     async def _summarize(self, key: Key) -> None:
@@ -663,7 +674,7 @@ class Reconciler:
 
     def _fire(self, key: Key) -> None:
         self._timers.pop(key, None)
-        self._spawn(self._safely(key))
+        self.spawn_reconcile(key)
 
     async def _safely(self, key: Key) -> None:
         try:

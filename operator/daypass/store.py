@@ -74,6 +74,9 @@ class Store:
     def requests(self) -> list[dict[str, Any]]:
         return list(self._requests.values())
 
+    def request_keys(self) -> list[Key]:
+        return list(self._requests)
+
     def put_binding(self, body: Mapping[str, Any]) -> None:
         self._put(self._bindings, body, BINDING_FIELDS)
 
@@ -82,3 +85,12 @@ class Store:
 
     def binding(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._bindings.get((namespace, name))
+
+    def bindings(self) -> list[dict[str, Any]]:
+        return list(self._bindings.values())
+
+    def binding_keys(self) -> list[Key]:
+        return list(self._bindings)
+
+    def binding_count(self) -> int:
+        return len(self._bindings)

@@ -265,6 +265,7 @@ def status(state_dir: Path | None = None) -> list[ComponentStatus]:
 # Children started by this Python process, so that one that died is reaped instead of lingering
 # as a zombie that still answers signals and looks alive.
 _children: dict[int, subprocess.Popen[bytes]] = {}
+_ended: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def _commands(cluster: LocalCluster, extra_apiserver_args: list[str]) -> dict[str, list[str]]:
@@ -402,10 +403,21 @@ def _cmdline(pid: int) -> list[str] | None:
     return raw.decode(errors="replace").split("\0")[:-1] or None
 
 
+def _exit_status(state: Path, component: str) -> str:
+    """How a component this process started ended, when it is known."""
+    with contextlib.suppress(OSError, ValueError):
+        pid = int((state / f"{component}.pid").read_text().strip())
+        child = _children.get(pid) or _ended.get(pid)
+        if child is not None and child.returncode is not None:
+            code = child.returncode
+            return f" (killed by signal {-code})" if code < 0 else f" (exit status {code})"
+    return ""
+
+
 def _alive(pid: int) -> bool:
     child = _children.get(pid)
     if child is not None and child.poll() is not None:
-        del _children[pid]
+        _ended[pid] = _children.pop(pid)
         return False
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -493,9 +505,14 @@ def _wait_for(
         elapsed = time.monotonic() - started
         for component in watched:
             if not _our_pids(state, component):
+                # Look twice: /proc can answer emptily for a process in the middle of starting.
+                time.sleep(0.5)
+                if _our_pids(state, component):
+                    continue
                 raise ControlPlaneError(
-                    f"{component} exited while waiting for {what}; the end of its log "
-                    f"({state / f'{component}.log'}):\n{_tail(state / f'{component}.log')}"
+                    f"{component} exited{_exit_status(state, component)} while waiting for"
+                    f" {what}; the end of its log ({state / f'{component}.log'}):\n"
+                    f"{_tail(state / f'{component}.log')}"
                 )
         if elapsed > timeout:
             raise ControlPlaneError(
