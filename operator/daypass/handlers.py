@@ -1,17 +1,17 @@
 """The kopf layer: wires watch events to the reconciler and does nothing else.
 
-kopf watches the few policies, namespaces and reviews; requests and Daypass bindings, of which
-there are thousands, come from the operator's own watches into a store. kopf runs handlers only
-once every index has its first full listing, and the intake acts only from then on, so no
-request is judged before all policies are known. Each handler reads as: on this event,
-reconcile.
+kopf runs the operator's life (login, startup, cleanup) and watches reviews. Policies,
+namespaces, requests and bindings come from the operator's own watches into a store (kopf's
+per-object machinery cost some 10 ms an object, minutes at a restart with thousands of
+grants or namespaces): all four are listed before the intake acts on anything, so no request
+is judged before every policy is known. Each handler reads as: on this event, reconcile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -19,72 +19,22 @@ import kopf
 from daypass.audit import EventPoster
 from daypass.grant import MANAGED_BY, MANAGED_BY_VALUE, request_of
 from daypass.models import GROUP, VERSION
-from daypass.reconciler import Key, Reconciler
+from daypass.reconciler import Reconciler
 from daypass.store import Store
-from daypass.watch import REQUESTS, ROLEBINDINGS, Watch, list_all
+from daypass.watch import NAMESPACES, POLICIES, REQUESTS, ROLEBINDINGS, Watch, list_all
 
 log = logging.getLogger("daypass")
-
-def _one(store: Any) -> Any:
-    for value in store:
-        return value
-    return None
-
-
-class Views:
-    """The reconciler's view of the cluster: small kinds from kopf's indexes, which hold every
-    handler until their first listing is complete, and requests and bindings from the store."""
-
-    def __init__(self, indices: Mapping[str, kopf.Index[Any, Any]], store: Store) -> None:
-        self._policies = indices["policy_index"]
-        self._namespaces = indices["namespace_index"]
-        self.store = store
-
-    def policies(self) -> Iterable[dict[str, Any]]:
-        return [_one(store) for store in self._policies.values()]
-
-    def namespace_labels(self, name: str) -> Mapping[str, str] | None:
-        store = self._namespaces.get(name)
-        return _one(store) if store is not None else None
-
-    def request(self, key: Key) -> dict[str, Any] | None:
-        return self.store.request(key)
-
-    def requests(self) -> Iterable[dict[str, Any]]:
-        return self.store.requests()
-
-    def binding(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.store.binding(namespace, name)
-
 
 def _plain(body: kopf.Body) -> dict[str, Any]:
     return {key: body.get(key) for key in ("apiVersion", "kind", "metadata", "spec", "status")
             if body.get(key) is not None}
 
 
-# Indexes: lightweight, run on every watch event before any handler.
-
-@kopf.index(GROUP, VERSION, "accesspolicies")
-def policy_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
-    return {name: _plain(body)}
-
-
-@kopf.index("", "v1", "namespaces")
-def namespace_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
-    return {name: dict(labels)}
-
-
-# Requests and bindings are neither kopf indexes nor kopf handlers: there are thousands of
-# them, and kopf's per-object machinery made a restart take minutes. They come from the
-# operator's own watches (watch.py) through the intake below.
-
-
 class Intake:
-    """Watch events of requests and bindings: the store kept current, the reconciler told.
+    """Watch events: the store kept current, the reconciler told.
 
-    Until kopf has listed every policy and namespace, events only fill the store; then every
-    known request is reconciled once, the most overdue first, and events are acted on as they
-    come.
+    Until every kind is listed, events only fill the store; then every known request is
+    reconciled once, the most overdue first, and events are acted on as they come.
     """
 
     def __init__(self, store: Store, reconciler: Reconciler) -> None:
@@ -97,6 +47,9 @@ class Intake:
         if self.open:
             return
         self.open = True
+        for policy in self.store.policies():
+            self.reconciler.spawn(self.reconciler.policy_changed(policy, deleted=False,
+                                                                 recheck=False))
         requests = sorted(self.store.requests(), key=_urgency)
         for body in requests:
             self.reconciler.spawn_reconcile(_key(body))
@@ -154,6 +107,47 @@ class Intake:
             self.reconciler.spawn(self.reconciler.binding_changed(plain, deleted=deleted))
 
 
+    def policy(self, kind: str, payload: Any) -> None:
+        if kind == "RELISTED":
+            listed = {body["metadata"]["name"]: body for body in payload}
+            for name in [name for name in self.store.policy_names() if name not in listed]:
+                self.policy("DELETED", self.store.policy(name))
+            for body in listed.values():
+                self.policy("MODIFIED", body)
+            return
+        name = payload["metadata"]["name"]
+        known = self.store.policy(name)
+        deleted = kind == "DELETED"
+        if deleted:
+            self.store.drop_policy(name)
+        else:
+            self.store.put_policy(payload)
+        if self.open:
+            # Only a new spec can change what a policy allows; its status is the operator's.
+            recheck = deleted or known is None or (
+                known["metadata"].get("generation") != payload["metadata"].get("generation"))
+            self.reconciler.spawn(self.reconciler.policy_changed(
+                self.store.policy(name) or payload, deleted=deleted, recheck=recheck))
+
+    def namespace(self, kind: str, payload: Any) -> None:
+        if kind == "RELISTED":
+            listed = {body["metadata"]["name"]: body for body in payload}
+            for name in [name for name in self.store.namespace_names() if name not in listed]:
+                self.namespace("DELETED", {"metadata": {"name": name}})
+            for body in listed.values():
+                self.namespace("MODIFIED", body)
+            return
+        name = payload["metadata"]["name"]
+        if kind == "DELETED":
+            self.store.drop_namespace(name)
+            return
+        known = self.store.namespace_labels(name)
+        labels = dict(payload["metadata"].get("labels") or {})
+        self.store.put_namespace(name, labels)
+        if self.open and known is not None and known != labels:
+            self.reconciler.spawn(self.reconciler.namespace_changed(name))
+
+
 def _key(body: Mapping[str, Any]) -> tuple[str, str]:
     metadata = body.get("metadata") or {}
     return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
@@ -187,27 +181,6 @@ async def review_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Mem
         await reconciler.review(_plain(body))
 
 
-@kopf.on.event(GROUP, VERSION, "accesspolicies")
-async def policy_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo,
-                       **_: Any) -> None:
-    reconciler: Reconciler = memo.reconciler
-    # The first listing (type None) needs no re-check: every request is reconciled at start.
-    await reconciler.policy_changed(_plain(body), deleted=event.get("type") == "DELETED",
-                                    recheck=event.get("type") is not None)
-
-
-@kopf.on.event("", "v1", "namespaces")
-async def namespace_event(event: Mapping[str, Any], name: str, memo: kopf.Memo,
-                          **_: Any) -> None:
-    # Handlers run only once every index holds its first full listing: policies are known.
-    if not memo.intake.open:
-        memo.intake.start()
-        memo.endpoints.ready = True
-    if event.get("type") == "MODIFIED":
-        reconciler: Reconciler = memo.reconciler
-        await reconciler.namespace_changed(name)
-
-
 # Life of the operator.
 
 @kopf.on.login()
@@ -230,7 +203,7 @@ def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.enabled = False
     # The CRDs are installed before the operator; watching for new ones would need read access
     # to every CRD in the cluster, which least privilege says the operator does without.
@@ -242,29 +215,33 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
     store = Store()
-    requests, bindings = await asyncio.gather(
-        asyncio.to_thread(list_all, memo.kube, REQUESTS),
-        asyncio.to_thread(list_all, memo.kube, ROLEBINDINGS))
-    for request in requests.items:
-        store.put_request(request)
-    for binding in bindings.items:
-        if daypass_binding(binding):
-            store.put_binding(binding)
+    kinds = {POLICIES: store.put_policy, NAMESPACES: store.put_namespace_body,
+             REQUESTS: store.put_request, ROLEBINDINGS: store.put_binding}
+    listings = await asyncio.gather(*(asyncio.to_thread(list_all, memo.kube, kind)
+                                      for kind in kinds))
+    for (kind, put), listing in zip(kinds.items(), listings, strict=True):
+        for body in listing.items:
+            if kind != ROLEBINDINGS or daypass_binding(body):
+                put(body)
     memo.store = store
     events = EventPoster(memo.kube)
     memo.events = events
-    reconciler = Reconciler(memo.kube, Views(kwargs, store), events, memo.audit,
-                            usage=memo.usage, retention=memo.retention)
+    reconciler = Reconciler(memo.kube, store, events, memo.audit, usage=memo.usage,
+                            retention=memo.retention)
     memo.reconciler = reconciler
+    memo.endpoints.on_audit_events = reconciler.audit_events
     memo.intake = intake = Intake(store, reconciler)
     loop = asyncio.get_running_loop()
-    memo.watches = [Watch(memo.kube, REQUESTS, requests.resource_version, intake.request, loop),
-                    Watch(memo.kube, ROLEBINDINGS, bindings.resource_version, intake.binding,
-                          loop)]
+    deliver = {POLICIES: intake.policy, NAMESPACES: intake.namespace,
+               REQUESTS: intake.request, ROLEBINDINGS: intake.binding}
+    memo.watches = [Watch(memo.kube, kind, listing.resource_version, deliver[kind], loop)
+                    for kind, listing in zip(kinds, listings, strict=True)]
     for watch in memo.watches:
         watch.start()
-    memo.endpoints.on_audit_events = reconciler.audit_events
-    memo.periodic = asyncio.get_running_loop().create_task(reconciler.run_periodic())
+    # Everything is listed: policies are known before any request is judged.
+    intake.start()
+    memo.endpoints.ready = True
+    memo.periodic = loop.create_task(reconciler.run_periodic())
     log.info("daypass started as %s; usage %s", memo.identity,
              "counted from audit events" if memo.usage is not None else "not collected")
 

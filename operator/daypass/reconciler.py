@@ -411,7 +411,10 @@ class Reconciler:
                     GRANT_LATENCY.observe((now - could_start).total_seconds())
             if (step.event == "Expired" and request.status.phase == Phase.ACTIVE
                     and status.expires_at is not None):
-                EXPIRY_LATENESS.observe(max(0.0, (now - status.expires_at).total_seconds()))
+                late = max(0.0, (now - status.expires_at).total_seconds())
+                EXPIRY_LATENESS.observe(late)
+                if late > LATE_WARNING:
+                    log.warning("%s/%s: access ended %.1fs after its expiry", *key, late)
 
         if status.phase == Phase.ACTIVE:
             self._active.add(key)
@@ -831,4 +834,5 @@ _RETRY = timedelta(seconds=5)
 USAGE_GRACE = timedelta(seconds=2)
 USAGE_FLUSH = timedelta(seconds=5)
 BINDABLE_CACHE = 30.0
+LATE_WARNING = 1.0
 POLICY_RECHECK = 60.0

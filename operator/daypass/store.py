@@ -1,6 +1,7 @@
-"""What the operator knows of requests and Daypass bindings: the latest body of each.
+"""What the operator knows of the cluster: the latest body of each policy, request and Daypass
+binding, and every namespace's labels.
 
-Filled by one listing at start and kept current by the watch. Bodies are kept without what
+Filled by one listing at start and kept current by the watches. Bodies are kept without what
 the operator never reads (managedFields, kubectl's last-applied annotation), which would
 otherwise be much of its memory at ten thousand grants. Never an API call here.
 """
@@ -44,6 +45,7 @@ def compact(body: Mapping[str, Any], fields: Iterable[str]) -> dict[str, Any]:
 
 
 REQUEST_FIELDS = ("apiVersion", "kind", "spec", "status")
+POLICY_FIELDS = REQUEST_FIELDS
 BINDING_FIELDS = ("subjects", "roleRef")
 
 
@@ -51,6 +53,8 @@ class Store:
     def __init__(self) -> None:
         self._requests: dict[Key, dict[str, Any]] = {}
         self._bindings: dict[Key, dict[str, Any]] = {}
+        self._policies: dict[str, dict[str, Any]] = {}
+        self._namespaces: dict[str, dict[str, str]] = {}
 
     @staticmethod
     def _put(table: dict[Key, dict[str, Any]], body: Mapping[str, Any],
@@ -94,3 +98,37 @@ class Store:
 
     def binding_count(self) -> int:
         return len(self._bindings)
+
+    def put_policy(self, body: Mapping[str, Any]) -> None:
+        name = str((body.get("metadata") or {}).get("name"))
+        known = self._policies.get(name)
+        if known is None or _rv(body) >= _rv(known):
+            self._policies[name] = compact(body, POLICY_FIELDS)
+
+    def drop_policy(self, name: str) -> None:
+        self._policies.pop(name, None)
+
+    def policy(self, name: str) -> dict[str, Any] | None:
+        return self._policies.get(name)
+
+    def policies(self) -> list[dict[str, Any]]:
+        return list(self._policies.values())
+
+    def policy_names(self) -> list[str]:
+        return list(self._policies)
+
+    def put_namespace(self, name: str, labels: Mapping[str, str]) -> None:
+        self._namespaces[name] = dict(labels)
+
+    def put_namespace_body(self, body: Mapping[str, Any]) -> None:
+        metadata = body.get("metadata") or {}
+        self.put_namespace(str(metadata.get("name")), metadata.get("labels") or {})
+
+    def drop_namespace(self, name: str) -> None:
+        self._namespaces.pop(name, None)
+
+    def namespace_labels(self, name: str) -> Mapping[str, str] | None:
+        return self._namespaces.get(name)
+
+    def namespace_names(self) -> list[str]:
+        return list(self._namespaces)

@@ -1,10 +1,10 @@
-"""Watches of the kinds there are thousands of: AccessRequests and RoleBindings.
+"""Watches of what the operator reads: policies, namespaces, requests and RoleBindings.
 
 kopf gives every object a worker of its own and runs each event through its handler machinery;
-at ten thousand grants that made a restart take minutes and most of the operator's memory.
-These two kinds are listed once and then watched from the listing's resourceVersion, each watch
-on a thread of its own that hands every event to the event loop, in order. Nothing here
-decides anything or writes to the cluster.
+at ten thousand grants, or thousands of namespaces, that made a start take minutes and most of
+the operator's memory. Each kind is listed once and then watched from the listing's
+resourceVersion, on a thread of its own that hands every event to the event loop, in order.
+Nothing here decides anything or writes to the cluster.
 """
 
 from __future__ import annotations
@@ -39,8 +39,10 @@ class Kind:
     plural: str
 
 
+POLICIES = Kind("daypass.dev", "v1alpha1", "accesspolicies")
 REQUESTS = Kind("daypass.dev", "v1alpha1", "accessrequests")
 ROLEBINDINGS = Kind("rbac.authorization.k8s.io", "v1", "rolebindings")
+NAMESPACES = Kind("", "v1", "namespaces")
 
 
 @dataclass
@@ -139,16 +141,21 @@ class Gone(Exception):
     """The watch's resourceVersion is older than the API server keeps: list again."""
 
 
+def _get(kube: Kube, kind: Kind, **query: Any) -> Any:
+    """A GET of the kind's collection, its body left unread: listings and watches are big."""
+    if kind == NAMESPACES:
+        return kube.core.list_namespace(_preload_content=False, **query)
+    return kube.custom.list_cluster_custom_object(kind.group, kind.version, kind.plural,
+                                                  _preload_content=False, **query)
+
+
 def list_all(kube: Kube, kind: Kind, page_size: int = 500) -> Listing:
     """Every object of a kind in every namespace, page by page, and the listing's version."""
     kube.count("list", kind.plural)
     items: list[dict[str, Any]] = []
     token: str | None = None
     while True:
-        response: Any = kube.custom.list_cluster_custom_object(
-            kind.group, kind.version, kind.plural, limit=page_size, _continue=token,
-            _preload_content=False, _request_timeout=60,
-        )
+        response = _get(kube, kind, limit=page_size, _continue=token, _request_timeout=60)
         page = json.loads(response.data)
         items.extend(page.get("items") or [])
         metadata = page.get("metadata") or {}
@@ -160,12 +167,9 @@ def list_all(kube: Kube, kind: Kind, page_size: int = 500) -> Listing:
 def open_watch(kube: Kube, kind: Kind, resource_version: str) -> Any:
     kube.count("watch", kind.plural)
     try:
-        return kube.custom.list_cluster_custom_object(
-            kind.group, kind.version, kind.plural, watch=True,
-            resource_version=resource_version, allow_watch_bookmarks=True,
-            timeout_seconds=SERVER_TIMEOUT, _preload_content=False,
-            _request_timeout=(10, READ_TIMEOUT),
-        )
+        return _get(kube, kind, watch=True, resource_version=resource_version,
+                    allow_watch_bookmarks=True, timeout_seconds=SERVER_TIMEOUT,
+                    _request_timeout=(10, READ_TIMEOUT))
     except ApiException as error:
         if error.status == 410:
             raise Gone() from error

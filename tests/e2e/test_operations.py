@@ -86,6 +86,8 @@ def test_metrics_move_with_grants_and_expiries(
     expired = metric("daypass_transitions_total", event="Expired")
     latencies = metric("daypass_grant_latency_seconds_count")
     lateness = metric("daypass_expiry_lateness_seconds_count")
+    # Grants left by an earlier run may have ended late, while no operator ran.
+    on_time = metric("daypass_expiry_lateness_seconds_bucket", le="1.0")
 
     names = [alice.request(space, duration="4s", reason="INC-31")["metadata"]["name"]
              for _ in range(3)]
@@ -100,7 +102,7 @@ def test_metrics_move_with_grants_and_expiries(
         cluster.wait_phase(space, name, "Expired", timeout=10)
     assert metric("daypass_transitions_total", event="Expired") >= expired + 3
     assert metric("daypass_expiry_lateness_seconds_count") >= lateness + 3
-    assert metric("daypass_expiry_lateness_seconds_bucket", le="1.0") >= lateness + 3
+    assert metric("daypass_expiry_lateness_seconds_bucket", le="1.0") >= on_time + 3
     assert metric("daypass_api_calls_total", verb="create", resource="role_binding") > 0
 
 

@@ -26,6 +26,14 @@ class Recorder:
     def binding_changed(self, body: dict[str, Any], deleted: bool) -> tuple[str, Any]:
         return ("binding deleted" if deleted else "binding changed", body["metadata"]["name"])
 
+    def policy_changed(self, body: dict[str, Any], deleted: bool,
+                       recheck: bool) -> tuple[str, Any]:
+        what = "policy deleted" if deleted else "policy rechecked" if recheck else "policy seen"
+        return (what, body["metadata"]["name"])
+
+    def namespace_changed(self, name: str) -> tuple[str, Any]:
+        return ("namespace changed", name)
+
     def echo_of_own_write(self, body: dict[str, Any]) -> bool:
         return str(body["metadata"]["resourceVersion"]) in self.own_writes
 
@@ -48,6 +56,17 @@ def binding(name: str, request_name: str, owner_uid: str | None = None,
                          "ownerReferences": owners, "resourceVersion": str(version)},
             "subjects": [{"kind": "User", "name": "alice"}],
             "roleRef": {"kind": "ClusterRole", "name": "edit"}}
+
+
+def policy(generation: int, version: int, ready: str | None = None) -> dict[str, Any]:
+    status = {"conditions": [{"type": "Ready", "status": ready}]} if ready else {}
+    return {"metadata": {"name": "developers-edit", "generation": generation,
+                         "resourceVersion": str(version)},
+            "spec": {"maxDuration": "4h"}, "status": status}
+
+
+def namespace(labels: dict[str, str]) -> dict[str, Any]:
+    return {"metadata": {"name": "team-a", "labels": labels}}
 
 
 def intake() -> tuple[Intake, Store, Recorder]:
@@ -147,3 +166,43 @@ def test_a_binding_is_daypass_s_by_label_or_by_owner() -> None:
     assert daypass_binding(binding("b", "r", labelled=True))
     assert daypass_binding(binding("b", "r", owner_uid="u", labelled=False))
     assert not daypass_binding(binding("b", "r", labelled=False))
+
+
+def test_at_start_every_policy_reports_whether_it_is_usable() -> None:
+    taking, _, recorder = intake()
+    taking.policy("ADDED", policy(generation=1, version=1))
+    assert recorder.done == []
+
+    taking.start()
+    assert recorder.done == [("policy seen", "developers-edit")]
+
+
+def test_only_a_new_policy_spec_rechecks_the_requests_it_allowed() -> None:
+    taking, store, recorder = intake()
+    taking.policy("ADDED", policy(generation=1, version=1))
+    taking.start()
+    recorder.done.clear()
+
+    taking.policy("MODIFIED", policy(generation=1, version=2, ready="True"))  # its status
+    taking.policy("MODIFIED", policy(generation=2, version=3, ready="True"))  # its spec
+    taking.policy("DELETED", policy(generation=2, version=4, ready="True"))
+
+    assert recorder.done == [("policy seen", "developers-edit"),
+                             ("policy rechecked", "developers-edit"),
+                             ("policy deleted", "developers-edit")]
+    assert store.policies() == []
+
+
+def test_a_namespace_whose_labels_change_makes_its_requests_look_again() -> None:
+    taking, store, recorder = intake()
+    taking.namespace("ADDED", namespace({"daypass.dev/eligible": "true"}))
+    taking.start()
+
+    taking.namespace("MODIFIED", namespace({"daypass.dev/eligible": "true"}))
+    assert recorder.done == []
+    taking.namespace("MODIFIED", namespace({}))
+    assert recorder.done == [("namespace changed", "team-a")]
+    assert store.namespace_labels("team-a") == {}
+
+    taking.namespace("DELETED", namespace({}))
+    assert store.namespace_labels("team-a") is None
