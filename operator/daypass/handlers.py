@@ -254,3 +254,4 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.reconciler.close()
     await memo.events.drain()
     await memo.events.close()
+    await memo.kube.close_sessions()

@@ -1,7 +1,11 @@
-"""The few Kubernetes API calls Daypass makes, with the `kubernetes` client, off the event loop.
+"""The few Kubernetes API calls Daypass makes.
 
-Every call here is idempotent where the API allows it: creating what exists or deleting what is
-gone is not an error. Nothing here decides anything; it only does what it is told.
+The calls of every grant and expiry (bindings, request status, events) go over aiohttp on the
+event loop: a thread per call cost the operator more CPU than the call itself, and a thousand
+expiries at once waited on it. Rare calls use the `kubernetes` client on a thread pool. Both
+use the credentials the kubeconfig or the pod gave. Every call here is idempotent where the API
+allows it: creating what exists or deleting what is gone is not an error. Nothing here decides
+anything; it only does what it is told.
 """
 
 from __future__ import annotations
@@ -10,10 +14,12 @@ import asyncio
 import contextlib
 import functools
 import json
+import ssl
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import aiohttp
 import kubernetes
 from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
@@ -23,6 +29,14 @@ from daypass.models import GROUP, VERSION
 
 # How long a call that gives or takes no access waits for binding calls to drain, at most.
 HOLD_BACK = 0.5
+
+
+class ApiError(Exception):
+    """The API server refused a call for a reason no caller here expects."""
+
+    def __init__(self, status: int, payload: dict[str, Any]) -> None:
+        self.status = status
+        super().__init__(f"{status}: {payload.get('message') or payload.get('reason') or ''}")
 
 
 class Conflict(Exception):
@@ -50,7 +64,7 @@ def load_configuration(kubeconfig: str | None = None, context: str | None = None
 
 
 class Kube:
-    """Blocking API calls run on a thread pool sized for bursts of grants and expiries."""
+    """API calls, awaited: the frequent ones on aiohttp, the rare ones on a thread pool."""
 
     def __init__(self, configuration: Configuration, workers: int = 32) -> None:
         configuration.connection_pool_maxsize = workers
@@ -61,11 +75,11 @@ class Kube:
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.authorization = kubernetes.client.AuthorizationV1Api(self.client)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="daypass-api")
+        self.workers = workers
         # Creating and deleting bindings is what gives and takes access: when a thousand
         # grants end at once, those calls must not queue behind status writes and events.
-        self.urgent = ThreadPoolExecutor(max_workers=workers // 2,
-                                         thread_name_prefix="daypass-bind")
-        # The API server is the bottleneck: while binding calls wait, other calls hold back.
+        # They have connections of their own, and while they wait, other calls hold back.
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._urgent_waiting = 0
         self._calm = asyncio.Event()
         self._calm.set()
@@ -74,58 +88,106 @@ class Kube:
     def count(verb: str, resource: str) -> None:
         API_CALLS.labels(verb, resource).inc()
 
-    async def call(self, function: Callable[..., Any], *args: Any, urgent: bool = False,
-                   **kwargs: Any) -> Any:
+    async def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A rare call, with the `kubernetes` client on a thread."""
         verb, _, resource = function.__name__.partition("_")
         self.count(verb, resource.removeprefix("namespaced_").removeprefix("cluster_"))
+        await self._hold_back()
         loop = asyncio.get_running_loop()
-        work = functools.partial(function, *args, **kwargs)
+        return await loop.run_in_executor(self.pool, functools.partial(function, *args, **kwargs))
+
+    async def _hold_back(self) -> None:
+        # Bounded: status writes and events are late under a burst, never starved.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._calm.wait(), HOLD_BACK)
+
+    def _session(self, urgent: bool) -> aiohttp.ClientSession:
+        session = self._sessions.get(urgent)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(ssl=self._ssl(),
+                                             limit=self.workers // 2 if urgent else self.workers)
+            session = aiohttp.ClientSession(connector=connector,
+                                            timeout=aiohttp.ClientTimeout(total=30))
+            self._sessions[urgent] = session
+        return session
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        settings = self.configuration
+        if not settings.host.startswith("https:"):
+            return False
+        context = ssl.create_default_context(cafile=settings.ssl_ca_cert)
+        if not settings.verify_ssl:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        elif settings.assert_hostname is False:
+            context.check_hostname = False
+        if settings.cert_file:
+            context.load_cert_chain(settings.cert_file, settings.key_file)
+        return context
+
+    async def send(self, method: str, path: str, verb: str, resource: str,
+                   body: dict[str, Any] | None = None, urgent: bool = False,
+                   ) -> tuple[int, dict[str, Any]]:
+        """One frequent call: its status code and its decoded body."""
+        self.count(verb, resource)
+        headers = {"Accept": "application/json"}
+        # Read for every call: the client refreshes an expiring token (in-cluster, exec).
+        auth = self.configuration.auth_settings().get("BearerToken")
+        if auth and auth.get("value"):
+            headers["Authorization"] = str(auth["value"])
         if not urgent:
-            # Bounded: status writes and events are late under a burst, never starved.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._calm.wait(), HOLD_BACK)
-            return await loop.run_in_executor(self.pool, work)
+            await self._hold_back()
+            return await self._exchange(False, method, path, headers, body)
         self._urgent_waiting += 1
         self._calm.clear()
         try:
-            return await loop.run_in_executor(self.urgent, work)
+            return await self._exchange(True, method, path, headers, body)
         finally:
             self._urgent_waiting -= 1
             if not self._urgent_waiting:
                 self._calm.set()
 
+    async def _exchange(self, urgent: bool, method: str, path: str, headers: dict[str, str],
+                        body: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+        url = self.configuration.host.rstrip("/") + path
+        async with self._session(urgent).request(method, url,
+                                                 json=body, headers=headers) as response:
+            data = await response.read()
+        try:
+            payload = json.loads(data) if data else {}
+        except ValueError:
+            payload = {"message": data[:200].decode(errors="replace")}
+        return response.status, payload if isinstance(payload, dict) else {}
+
+    async def close_sessions(self) -> None:
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
+
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
-        self.urgent.shutdown(wait=False, cancel_futures=True)
         self.client.close()  # type: ignore[no-untyped-call]
 
     # AccessRequests
 
     async def get_request(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            found: dict[str, Any] = await self.call(
-                self.custom.get_namespaced_custom_object,
-                GROUP, VERSION, namespace, "accessrequests", name,
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        status, found = await self.send("GET", _request_path(namespace, name), "get",
+                                        "custom_object")
+        if status == 404:
+            return None
+        _check(status, found)
         return found
 
     async def replace_request_status(self, body: dict[str, Any]) -> dict[str, Any]:
         """Write a request's status; the body's resourceVersion guards against lost updates."""
         metadata = body["metadata"]
-        try:
-            written: dict[str, Any] = await self.call(
-                self.custom.replace_namespaced_custom_object_status,
-                GROUP, VERSION, metadata["namespace"], "accessrequests", metadata["name"], body,
-            )
-            return written
-        except ApiException as error:
-            if error.status in (404, 409):
-                raise Conflict(f"{metadata['namespace']}/{metadata['name']}") from error
-            raise
+        status, written = await self.send(
+            "PUT", _request_path(metadata["namespace"], metadata["name"]) + "/status",
+            "replace", "custom_object_status", body)
+        if status in (404, 409):
+            raise Conflict(f"{metadata['namespace']}/{metadata['name']}")
+        _check(status, written)
+        return written
 
     async def delete_request(self, namespace: str, name: str) -> bool:
         try:
@@ -184,30 +246,23 @@ class Kube:
     # RoleBindings
 
     async def get_binding(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            response = await self.call(
-                self.rbac.read_namespaced_role_binding, name, namespace, _preload_content=False
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return _json(response)
+        status, found = await self.send("GET", _binding_path(namespace, name), "read",
+                                        "role_binding")
+        if status == 404:
+            return None
+        _check(status, found)
+        return found
 
     async def create_binding(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """Create a binding; None when one of that name exists already."""
-        try:
-            response = await self.call(
-                self.rbac.create_namespaced_role_binding,
-                body["metadata"]["namespace"], body, _preload_content=False, urgent=True,
-            )
-        except ApiException as error:
-            if error.status == 409:
-                return None
-            if error.status == 403:
-                raise Forbidden(_reason(error)) from error
-            raise
-        return _json(response)
+        status, created = await self.send("POST", _binding_path(body["metadata"]["namespace"]),
+                                          "create", "role_binding", body, urgent=True)
+        if status == 409:
+            return None
+        if status == 403:
+            raise Forbidden(_message(created))
+        _check(status, created)
+        return created
 
     async def replace_binding(self, body: dict[str, Any], observed: dict[str, Any]) -> None:
         """Make a drifted binding exact again. roleRef cannot change, so that means recreating."""
@@ -219,47 +274,52 @@ class Kube:
         replacement = {**body, "metadata": {**body["metadata"],
                                             "resourceVersion": observed["metadata"].get(
                                                 "resourceVersion")}}
-        try:
-            await self.call(
-                self.rbac.replace_namespaced_role_binding, name, namespace, replacement,
-                _preload_content=False, urgent=True,
-            )
-        except ApiException as error:
-            if error.status == 403:
-                raise Forbidden(_reason(error)) from error
-            if error.status == 404:
-                await self.create_binding(body)
-                return
-            if error.status == 409:
-                raise Conflict(f"rolebinding {namespace}/{name}") from error
-            raise
+        status, answer = await self.send("PUT", _binding_path(namespace, name), "replace",
+                                         "role_binding", replacement, urgent=True)
+        if status == 403:
+            raise Forbidden(_message(answer))
+        if status == 404:
+            await self.create_binding(body)
+            return
+        if status == 409:
+            raise Conflict(f"rolebinding {namespace}/{name}")
+        _check(status, answer)
 
     async def delete_binding(self, namespace: str, name: str) -> bool:
         """Delete a binding; False when it was already gone."""
-        try:
-            await self.call(
-                self.rbac.delete_namespaced_role_binding, name, namespace,
-                _preload_content=False, urgent=True,
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return False
-            raise
+        status, answer = await self.send("DELETE", _binding_path(namespace, name), "delete",
+                                         "role_binding", urgent=True)
+        if status == 404:
+            return False
+        _check(status, answer)
         return True
 
     # Events
 
     async def create_event(self, namespace: str, body: dict[str, Any]) -> None:
-        await self.call(self.core.create_namespaced_event, namespace, body, _preload_content=False)
+        status, answer = await self.send("POST", f"/api/v1/namespaces/{namespace}/events",
+                                         "create", "event", body)
+        _check(status, answer)
+
+
+def _request_path(namespace: str, name: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/accessrequests/{name}"
+
+
+def _binding_path(namespace: str, name: str = "") -> str:
+    path = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings"
+    return f"{path}/{name}" if name else path
+
+
+def _check(status: int, payload: dict[str, Any]) -> None:
+    if not 200 <= status < 300:
+        raise ApiError(status, payload)
+
+
+def _message(payload: dict[str, Any]) -> str:
+    return str(payload.get("message") or payload.get("reason") or "forbidden")
 
 
 def _json(response: Any) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(response.data)
     return data
-
-
-def _reason(error: ApiException) -> str:
-    try:
-        return str(json.loads(error.body or "{}").get("message") or error.reason)
-    except (TypeError, ValueError):
-        return str(error.reason)

@@ -609,6 +609,19 @@ def _apply(cluster: LocalCluster, paths: Sequence[Path]) -> None:
                 ).returncode == 0,
                 timeout=60,
             )
+        # Admission policies learn a new kind later still: until then a create of it fails
+        # with 503 "Resource kind ... not found". A dry run says when it would pass admission.
+        if "accessrequests.daypass.dev" in cluster.kubectl("get", "crd", "-o", "name").stdout:
+            _wait_until(lambda: "ServiceUnavailable" not in cluster.kubectl(
+                "create", "--dry-run=server", "-o", "name", "-f", "-", input=_PROBE_REQUEST,
+            ).stderr, timeout=60)
+
+
+_PROBE_REQUEST = json.dumps({
+    "apiVersion": "daypass.dev/v1alpha1", "kind": "AccessRequest",
+    "metadata": {"name": "daypass-served-probe", "namespace": "default"},
+    "spec": {"role": {"kind": "ClusterRole", "name": "view"}, "reason": "probe"},
+})
 
 
 # --- files: certificates, keys, tokens, kubeconfigs ----------------------------------------
