@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import ssl
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,8 +28,11 @@ from kubernetes.client.exceptions import ApiException
 from daypass.metrics import API_CALLS
 from daypass.models import GROUP, VERSION
 
-# How long a call that gives or takes no access waits for binding calls to drain, at most.
-HOLD_BACK = 0.5
+log = logging.getLogger("daypass")
+
+# How long a call that gives or takes no access waits for binding calls to drain, at most:
+# a thousand expiries at once take the API server a few seconds.
+HOLD_BACK = 10.0
 
 
 class ApiError(Exception):
@@ -104,8 +108,7 @@ class Kube:
     def _session(self, urgent: bool) -> aiohttp.ClientSession:
         session = self._sessions.get(urgent)
         if session is None or session.closed:
-            connector = aiohttp.TCPConnector(ssl=self._ssl(),
-                                             limit=self.workers // 2 if urgent else self.workers)
+            connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=self.workers)
             session = aiohttp.ClientSession(connector=connector,
                                             timeout=aiohttp.ClientTimeout(total=30))
             self._sessions[urgent] = session
@@ -258,6 +261,8 @@ class Kube:
         status, created = await self.send("POST", _binding_path(body["metadata"]["namespace"]),
                                           "create", "role_binding", body, urgent=True)
         if status == 409:
+            log.debug("%s/%s exists already", body["metadata"]["namespace"],
+                      body["metadata"]["name"])
             return None
         if status == 403:
             raise Forbidden(_message(created))
