@@ -7,10 +7,11 @@ that binding. Creating and deleting it is the reconciler's job, never this modul
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from daypass.models import API_VERSION, AccessRequest
+from daypass.models import API_VERSION, GROUP, AccessRequest
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -119,3 +120,14 @@ def request_of(binding: dict[str, Any]) -> str | None:
             return str(owner.get("name"))
     label = (metadata.get("labels") or {}).get(REQUEST_LABEL)
     return str(label) if label else None
+
+
+def daypass_binding(body: Mapping[str, Any]) -> bool:
+    """Ours by label, or by owner: an edit that strips the label must not hide a binding."""
+    metadata = body.get("metadata") or {}
+    owners = metadata.get("ownerReferences") or []
+    return (metadata.get("labels") or {}).get(MANAGED_BY) == MANAGED_BY_VALUE or any(
+        owner.get("kind") == "AccessRequest"
+        and str(owner.get("apiVersion", "")).startswith(f"{GROUP}/")
+        for owner in owners
+    )

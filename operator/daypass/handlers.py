@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 
 from daypass.audit import EventPoster
-from daypass.grant import MANAGED_BY, MANAGED_BY_VALUE, request_of
+from daypass.grant import daypass_binding, request_of
 from daypass.models import GROUP, VERSION
 from daypass.reconciler import Reconciler
 from daypass.store import Store
@@ -160,17 +160,6 @@ def _urgency(body: Mapping[str, Any]) -> tuple[int, str]:
     return (0, str(expires)) if status.get("phase") == "Active" and expires else (1, "")
 
 
-def daypass_binding(body: Mapping[str, Any]) -> bool:
-    """Ours by label, or by owner: an edit that strips the label must not hide a binding."""
-    labels = body.get("metadata", {}).get("labels") or {}
-    owners = body.get("metadata", {}).get("ownerReferences") or []
-    return labels.get(MANAGED_BY) == MANAGED_BY_VALUE or any(
-        owner.get("kind") == "AccessRequest"
-        and str(owner.get("apiVersion", "")).startswith(f"{GROUP}/")
-        for owner in owners
-    )
-
-
 # Handlers.
 
 @kopf.on.event(GROUP, VERSION, "accessreviews")
@@ -214,15 +203,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
+    # The store is filled on the listing threads, before anything on the loop reads it.
     store = Store()
     kinds = {POLICIES: store.put_policy, NAMESPACES: store.put_namespace_body,
-             REQUESTS: store.put_request, ROLEBINDINGS: store.put_binding}
-    listings = await asyncio.gather(*(asyncio.to_thread(list_all, memo.kube, kind)
-                                      for kind in kinds))
-    for (kind, put), listing in zip(kinds.items(), listings, strict=True):
-        for body in listing.items:
-            if kind != ROLEBINDINGS or daypass_binding(body):
-                put(body)
+             REQUESTS: store.put_request, ROLEBINDINGS: store.put_daypass_binding}
+    listings = await asyncio.gather(*(asyncio.to_thread(list_all, memo.kube, kind, keep)
+                                      for kind, keep in kinds.items()))
     memo.store = store
     events = EventPoster(memo.kube)
     memo.events = events

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from daypass.grant import daypass_binding
+
 Key = tuple[str, str]
 
 
@@ -83,6 +85,11 @@ class Store:
 
     def put_binding(self, body: Mapping[str, Any]) -> None:
         self._put(self._bindings, body, BINDING_FIELDS)
+
+    def put_daypass_binding(self, body: Mapping[str, Any]) -> None:
+        """Keep a binding only when it is Daypass's: by its label, or by its owner."""
+        if daypass_binding(body):
+            self.put_binding(body)
 
     def drop_binding(self, key: Key) -> None:
         self._bindings.pop(key, None)
