@@ -10,6 +10,7 @@ is judged before every policy is known. Each handler reads as: on this event, re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +25,9 @@ from daypass.store import Store
 from daypass.watch import NAMESPACES, POLICIES, REQUESTS, ROLEBINDINGS, Watch, list_all
 
 log = logging.getLogger("daypass")
+
+# Seconds the events still queued get at shutdown.
+DRAIN_AT_EXIT = 5.0
 
 def _plain(body: kopf.Body) -> dict[str, Any]:
     return {key: body.get(key) for key in ("apiVersion", "kind", "metadata", "spec", "status")
@@ -59,7 +63,7 @@ class Intake:
             request = self.store.request((_key(binding)[0], request_of(binding) or ""))
             owners = {o.get("uid") for o in binding["metadata"].get("ownerReferences") or []}
             if request is None or request["metadata"].get("uid") not in owners:
-                self.reconciler.spawn(self.reconciler.binding_changed(binding, deleted=False))
+                self.reconciler.spawn(self.reconciler.binding_changed_until_done(binding, False))
 
     def request(self, kind: str, payload: Any) -> None:
         if kind == "RELISTED":
@@ -104,7 +108,7 @@ class Intake:
             self.store.put_binding(payload)
         if self.open:
             plain = {field: payload.get(field) for field in ("metadata", "subjects", "roleRef")}
-            self.reconciler.spawn(self.reconciler.binding_changed(plain, deleted=deleted))
+            self.reconciler.spawn(self.reconciler.binding_changed_until_done(plain, deleted))
 
 
     def policy(self, kind: str, payload: Any) -> None:
@@ -238,6 +242,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         watch.stop()
     memo.periodic.cancel()
     memo.reconciler.close()
-    await memo.events.drain()
+    # Bounded: the Lease is held until the operator exits, and a standby waits for it.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(memo.events.drain(), DRAIN_AT_EXIT)
     await memo.events.close()
     await memo.kube.close_sessions()

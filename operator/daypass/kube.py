@@ -152,9 +152,12 @@ class Kube:
 
     async def _exchange(self, urgent: bool, method: str, path: str, headers: dict[str, str],
                         body: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
-        url = self.configuration.host.rstrip("/") + path
-        async with self._session(urgent).request(method, url,
-                                                 json=body, headers=headers) as response:
+        settings = self.configuration
+        url = settings.host.rstrip("/") + path
+        # As the `kubernetes` client does: a kubeconfig's tls-server-name and proxy-url.
+        async with self._session(urgent).request(
+                method, url, json=body, headers=headers, proxy=settings.proxy or None,
+                server_hostname=settings.tls_server_name or None) as response:
             data = await response.read()
         try:
             payload = json.loads(data) if data else {}

@@ -9,12 +9,13 @@ wakes itself at the next moment that matters: an expiry, a scheduled start, a de
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -69,6 +70,7 @@ from daypass.usage import UsageCounter, summary
 log = logging.getLogger("daypass")
 
 Key = tuple[str, str]
+T = TypeVar("T")
 
 
 class NotOurs(Exception):
@@ -99,6 +101,14 @@ def _rv(body: Mapping[str, Any] | None) -> int:
 def _key(body: Mapping[str, Any]) -> Key:
     metadata = body.get("metadata") or {}
     return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
+
+
+def _gives_this_access(observed: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Whether a binding binds the grant's role to the grant's requester, among others maybe."""
+    subject = desired["subjects"][0]
+    return observed.get("roleRef") == desired["roleRef"] and any(
+        s.get("kind") == subject["kind"] and s.get("name") == subject["name"]
+        for s in observed.get("subjects") or [])
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -147,6 +157,8 @@ class Reconciler:
         self._written: dict[Key, dict[str, Any]] = {}
         self._seen_bindings: dict[tuple[str, str], dict[str, Any]] = {}
         self._policies: dict[str, _Parsed] = {}
+        # Requests whose deletion was recorded: a deletion is seen more than once.
+        self._forgotten: set[str] = set()
 
     # What is known
 
@@ -210,6 +222,11 @@ class Reconciler:
 
     async def reconcile(self, key: Key) -> None:
         """Bring one request and its binding to where the lifecycle says they should be."""
+        body = self.latest(key)
+        if body is not None and (body.get("metadata") or {}).get("deletionTimestamp"):
+            # Deleted, waiting on a finalizer or a foreground deletion: access ends now.
+            await self.forget(body)
+            return
         async with self._locks.setdefault(key, asyncio.Lock()):
             for _ in range(8):
                 body = self.latest(key)
@@ -580,8 +597,13 @@ class Reconciler:
         metadata = observed.get("metadata") or {}
         owners = [o.get("uid") for o in metadata.get("ownerReferences") or []]
         labelled = (metadata.get("labels") or {}).get(MANAGED_BY) == MANAGED_BY_VALUE
-        if request.metadata.uid not in owners and not (
-                labelled and request_of(observed) == request.name):
+        ours = request.metadata.uid in owners or (
+            labelled and request_of(observed) == request.name)
+        if not ours and restoring and _gives_this_access(observed, desired):
+            # The active grant's own binding, stripped of its label and owner: still the
+            # access this grant gave, and it must end with the grant.
+            ours = True
+        if not ours:
             # Someone else's binding has the name this grant needs: never take it over.
             raise NotOurs(f"a RoleBinding named {name} that Daypass does not own already"
                           f" exists in {namespace}; rename or delete it, then ask again")
@@ -637,7 +659,8 @@ class Reconciler:
         self._announce(body, request, steps)
 
     async def forget(self, body: dict[str, Any]) -> None:
-        """A request was deleted: its access ends now, whatever its phase said."""
+        """A request was deleted, or is being deleted: its access ends now, whatever its phase
+        said, and the binding delete is tried until it succeeds."""
         key = _key(body)
         timer = self._timers.pop(key, None)
         if timer is not None:
@@ -645,8 +668,9 @@ class Reconciler:
         self._written.pop(key, None)
         async with self._locks.setdefault(key, asyncio.Lock()):
             name = binding_name(key[1])
-            removed = await self.kube.delete_binding(key[0], name)
-        self._locks.pop(key, None)
+            removed = await self._until_done(
+                f"{key[0]}/{key[1]}: deleting its binding",
+                lambda: self.kube.delete_binding(key[0], name))
         self._active.discard(key)
         ACTIVE_GRANTS.set(len(self._active))
         if self.usage is not None:
@@ -655,12 +679,33 @@ class Reconciler:
             request = AccessRequest.model_validate(body)
         except ValidationError:
             return
+        uid = request.metadata.uid or ""
+        if uid in self._forgotten:
+            return
+        self._forgotten.add(uid)
         if request.status.phase == Phase.ACTIVE or removed:
             step = Step(Phase.REVOKED, "Revoked", "daypass",
                         f"request deleted: access of {request.spec.requester.username} to"
                         f" {request.spec.role} in {request.namespace} ended at"
                         f" {when(self.clock())}")
             self._record(body, request, [step])
+
+    async def _until_done(self, what: str, work: Callable[[], Awaitable[T]]) -> T:
+        """Work that ends someone's access: tried again, with growing pauses, until it is done."""
+        for attempt in itertools.count():
+            try:
+                return await work()
+            except Exception as error:  # noqa: BLE001 - access must end: never give up
+                pause = min(10.0, 0.5 * 2 ** attempt)
+                ERRORS.labels("retry").inc()
+                log.warning("%s failed (%s); again in %.1fs", what, error, pause)
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable")
+
+    async def binding_changed_until_done(self, body: dict[str, Any], deleted: bool) -> None:
+        namespace, name = _key(body)
+        await self._until_done(f"binding {namespace}/{name}",
+                               lambda: self.binding_changed(body, deleted))
 
     # Time
 
@@ -714,7 +759,7 @@ class Reconciler:
                 return
         owner_gone = request_body is None or (
             (request_body.get("metadata") or {}).get("uid") not in owners
-        )
+        ) or bool((request_body.get("metadata") or {}).get("deletionTimestamp"))
         if owner_gone:
             if not deleted and await self.kube.delete_binding(namespace, binding):
                 log.warning("%s/%s: deleted a Daypass binding whose request is gone", namespace,

@@ -190,8 +190,20 @@ def test_a_deleted_binding_is_restored_within_a_second(
                    "app.kubernetes.io/managed-by") == "daypass",
                timeout=GONE_WITHIN, what="the unlabelled binding to be restored")
     assert not cluster.users["dave"].can_list_pods(space)
+
+    # And one stripped of its label and its owner both: it is still this grant's access.
+    cluster.admin.rbac.patch_namespaced_role_binding(binding, space, [
+        {"op": "remove", "path": "/metadata/labels/app.kubernetes.io~1managed-by"},
+        {"op": "remove", "path": "/metadata/ownerReferences"},
+    ])
+    eventually(lambda: cluster.binding(space, binding).metadata.labels.get(
+                   "app.kubernetes.io/managed-by") == "daypass"
+               and cluster.binding(space, binding).metadata.owner_references,
+               timeout=GONE_WITHIN, what="the binding stripped of label and owner restored")
     cluster.admin.custom.delete_namespaced_custom_object(
         "daypass.dev", "v1alpha1", space, "accessrequests", name)
+    eventually(lambda: cluster.binding(space, binding) is None, timeout=GONE_WITHIN,
+               what="the restored binding to go with its request")
 
 
 def test_deleting_the_request_ends_access_at_once(
@@ -209,6 +221,32 @@ def test_deleting_the_request_ends_access_at_once(
     eventually(lambda: any(line.get("request") == name and line["event"] == "Revoked"
                            for line in operator.audit_lines()), timeout=5,
                what="an audit line for the deletion")
+
+
+def test_a_request_held_by_a_finalizer_loses_its_access_when_deleted(
+    cluster: Cluster, operator: Operator, space: str, alice: User
+) -> None:
+    name = alice.request(space, duration="2m", reason="INC-7")["metadata"]["name"]
+    binding = cluster.wait_phase(space, name, "Active")["status"]["binding"]
+    custom = cluster.admin.custom
+    custom.patch_namespaced_custom_object("daypass.dev", "v1alpha1", space, "accessrequests",
+                                          name, {"metadata": {"finalizers": ["example.com/hold"]}})
+    try:
+        custom.delete_namespaced_custom_object("daypass.dev", "v1alpha1", space,
+                                               "accessrequests", name)
+        eventually(lambda: not alice.can_list_pods(space), timeout=GONE_WITHIN,
+                   what="access to end while the request waits on its finalizer")
+        # Nothing brings it back while the request is still there, being deleted.
+        time.sleep(2)
+        assert cluster.binding(space, binding) is None
+        assert not alice.can_list_pods(space)
+        revoked = [line for line in operator.audit_lines()
+                   if line.get("request") == name and line["event"] == "Revoked"]
+        assert len(revoked) == 1
+    finally:
+        custom.patch_namespaced_custom_object("daypass.dev", "v1alpha1", space,
+                                              "accessrequests", name,
+                                              {"metadata": {"finalizers": None}})
 
 
 def test_a_stray_daypass_binding_is_deleted(cluster: Cluster, operator: Operator) -> None:

@@ -23,7 +23,7 @@ class Recorder:
     def forget(self, body: dict[str, Any]) -> tuple[str, Any]:
         return ("forget", body["metadata"]["name"])
 
-    def binding_changed(self, body: dict[str, Any], deleted: bool) -> tuple[str, Any]:
+    def binding_changed_until_done(self, body: dict[str, Any], deleted: bool) -> tuple[str, Any]:
         return ("binding deleted" if deleted else "binding changed", body["metadata"]["name"])
 
     def policy_changed(self, body: dict[str, Any], deleted: bool,
