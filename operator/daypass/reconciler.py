@@ -249,6 +249,9 @@ class Reconciler:
             request = AccessRequest.model_validate(body)
         except ValidationError as error:
             log.warning("%s/%s: cannot read the request: %s", *key, error.errors()[0]["msg"])
+            # Nothing is granted on a request that cannot be read, and nothing kept.
+            if await self.kube.delete_binding(key[0], binding_name(key[1])):
+                log.warning("%s/%s: removed its binding", *key)
             if review is not None:
                 await self._answer(review, Outcome.REJECTED, "the request cannot be read")
             return True
