@@ -208,6 +208,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
     # The store is filled on the listing threads, before anything on the loop reads it.
+    # Known shortcoming: every RoleBinding in the cluster is listed (a label selector would
+    # miss ours stripped of their label) before overdue grants are ended.
     store = Store()
     kinds = {POLICIES: store.put_policy, NAMESPACES: store.put_namespace_body,
              REQUESTS: store.put_request, ROLEBINDINGS: store.put_daypass_binding}
