@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -21,13 +21,14 @@ from daypass.audit import EventPoster
 from daypass.grant import daypass_binding, request_of
 from daypass.models import GROUP, VERSION
 from daypass.reconciler import Reconciler
-from daypass.store import Store
+from daypass.store import Store, key_of
 from daypass.watch import NAMESPACES, POLICIES, REQUESTS, ROLEBINDINGS, Watch, list_all
 
 log = logging.getLogger("daypass")
 
 # Seconds the events still queued get at shutdown.
 DRAIN_AT_EXIT = 5.0
+
 
 def _plain(body: kopf.Body) -> dict[str, Any]:
     return {key: body.get(key) for key in ("apiVersion", "kind", "metadata", "spec", "status")
@@ -56,28 +57,26 @@ class Intake:
                                                                  recheck=False))
         requests = sorted(self.store.requests(), key=_urgency)
         for body in requests:
-            self.reconciler.spawn_reconcile(_key(body))
+            self.reconciler.spawn_reconcile(key_of(body))
+        bindings = self.store.bindings()
         log.info("daypass is looking at %d requests and %d bindings", len(requests),
-                 self.store.binding_count())
-        for binding in self.store.bindings():
-            request = self.store.request((_key(binding)[0], request_of(binding) or ""))
+                 len(bindings))
+        for binding in bindings:
+            request = self.store.request((key_of(binding)[0], request_of(binding) or ""))
             owners = {o.get("uid") for o in binding["metadata"].get("ownerReferences") or []}
             if request is None or request["metadata"].get("uid") not in owners:
                 self.reconciler.spawn(self.reconciler.binding_changed_until_done(binding, False))
 
     def request(self, kind: str, payload: Any) -> None:
         if kind == "RELISTED":
-            listed = {_key(body): body for body in payload}
-            for key in [key for key in self.store.request_keys() if key not in listed]:
-                self.request("DELETED", self.store.request(key))
-            for body in listed.values():
-                self.request("MODIFIED", body)
+            _replay(self.request, {key_of(body): body for body in payload},
+                    self.store.request_keys(), self.store.request)
             return
-        key = _key(payload)
+        key = key_of(payload)
         if kind == "DELETED":
             self.store.drop_request(key)
             if self.open:
-                self.reconciler.spawn(self.reconciler.forget(payload))
+                self.reconciler.spawn(self.reconciler.forget(payload, gone=True))
             return
         self.store.put_request(payload)
         if self.open and not (kind == "MODIFIED"
@@ -86,13 +85,10 @@ class Intake:
 
     def binding(self, kind: str, payload: Any) -> None:
         if kind == "RELISTED":
-            listed = {_key(body): body for body in payload if daypass_binding(body)}
-            for key in [key for key in self.store.binding_keys() if key not in listed]:
-                self.binding("DELETED", self.store.binding(*key))
-            for body in listed.values():
-                self.binding("MODIFIED", body)
+            _replay(self.binding, {key_of(body): body for body in payload if daypass_binding(body)},
+                    self.store.binding_keys(), lambda key: self.store.binding(*key))
             return
-        key = _key(payload)
+        key = key_of(payload)
         if not daypass_binding(payload):
             # Not Daypass's, or no longer: a grant whose binding was taken over must learn it.
             known = self.store.binding(*key)
@@ -110,14 +106,10 @@ class Intake:
             plain = {field: payload.get(field) for field in ("metadata", "subjects", "roleRef")}
             self.reconciler.spawn(self.reconciler.binding_changed_until_done(plain, deleted))
 
-
     def policy(self, kind: str, payload: Any) -> None:
         if kind == "RELISTED":
-            listed = {body["metadata"]["name"]: body for body in payload}
-            for name in [name for name in self.store.policy_names() if name not in listed]:
-                self.policy("DELETED", self.store.policy(name))
-            for body in listed.values():
-                self.policy("MODIFIED", body)
+            _replay(self.policy, {body["metadata"]["name"]: body for body in payload},
+                    self.store.policy_names(), self.store.policy)
             return
         name = payload["metadata"]["name"]
         known = self.store.policy(name)
@@ -135,11 +127,8 @@ class Intake:
 
     def namespace(self, kind: str, payload: Any) -> None:
         if kind == "RELISTED":
-            listed = {body["metadata"]["name"]: body for body in payload}
-            for name in [name for name in self.store.namespace_names() if name not in listed]:
-                self.namespace("DELETED", {"metadata": {"name": name}})
-            for body in listed.values():
-                self.namespace("MODIFIED", body)
+            _replay(self.namespace, {body["metadata"]["name"]: body for body in payload},
+                    self.store.namespace_names(), lambda name: {"metadata": {"name": name}})
             return
         name = payload["metadata"]["name"]
         if kind == "DELETED":
@@ -152,9 +141,14 @@ class Intake:
             self.reconciler.spawn(self.reconciler.namespace_changed(name))
 
 
-def _key(body: Mapping[str, Any]) -> tuple[str, str]:
-    metadata = body.get("metadata") or {}
-    return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
+def _replay(handle: Callable[[str, Any], None], listed: Mapping[Any, Any], known: Iterable[Any],
+            body_of: Callable[[Any], Any]) -> None:
+    """A fresh listing after the watch fell behind, as the events it stands for: what is gone
+    from it deleted, everything in it modified."""
+    for key in [key for key in known if key not in listed]:
+        handle("DELETED", body_of(key))
+    for body in listed.values():
+        handle("MODIFIED", body)
 
 
 def _urgency(body: Mapping[str, Any]) -> tuple[int, str]:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import logging
 import ssl
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,8 +26,6 @@ from kubernetes.client.exceptions import ApiException
 
 from daypass.metrics import API_CALLS
 from daypass.models import GROUP, VERSION
-
-log = logging.getLogger("daypass")
 
 # How long a call that gives or takes no access waits for binding calls to drain, at most:
 # a thousand expiries at once take the API server a few seconds.
@@ -176,13 +173,16 @@ class Kube:
 
     # AccessRequests
 
-    async def get_request(self, namespace: str, name: str) -> dict[str, Any] | None:
-        status, found = await self.send("GET", _request_path(namespace, name), "get",
-                                        "custom_object")
+    async def _get(self, path: str, verb: str, resource: str) -> dict[str, Any] | None:
+        """An object, or None when there is no such object."""
+        status, found = await self.send("GET", path, verb, resource)
         if status == 404:
             return None
         _check(status, found)
         return found
+
+    async def get_request(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(_request_path(namespace, name), "get", "custom_object")
 
     async def replace_request_status(self, body: dict[str, Any]) -> dict[str, Any]:
         """Write a request's status; the body's resourceVersion guards against lost updates."""
@@ -252,20 +252,13 @@ class Kube:
     # RoleBindings
 
     async def get_binding(self, namespace: str, name: str) -> dict[str, Any] | None:
-        status, found = await self.send("GET", _binding_path(namespace, name), "read",
-                                        "role_binding")
-        if status == 404:
-            return None
-        _check(status, found)
-        return found
+        return await self._get(_binding_path(namespace, name), "read", "role_binding")
 
     async def create_binding(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """Create a binding; None when one of that name exists already."""
         status, created = await self.send("POST", _binding_path(body["metadata"]["namespace"]),
                                           "create", "role_binding", body, urgent=True)
         if status == 409:
-            log.debug("%s/%s exists already", body["metadata"]["namespace"],
-                      body["metadata"]["name"])
             return None
         if status == 403:
             raise Forbidden(_message(created))

@@ -9,7 +9,6 @@ wakes itself at the next moment that matters: an expiry, a scheduled start, a de
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -64,7 +63,7 @@ from daypass.models import (
 )
 from daypass.policy import compile_policy
 from daypass.review import Judgement, judge
-from daypass.store import BINDING_FIELDS, REQUEST_FIELDS, compact
+from daypass.store import BINDING_FIELDS, REQUEST_FIELDS, compact, key_of
 from daypass.usage import UsageCounter, summary
 
 log = logging.getLogger("daypass")
@@ -96,11 +95,6 @@ def _rv(body: Mapping[str, Any] | None) -> int:
         return int(((body or {}).get("metadata") or {}).get("resourceVersion") or 0)
     except ValueError:
         return 0
-
-
-def _key(body: Mapping[str, Any]) -> Key:
-    metadata = body.get("metadata") or {}
-    return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
 
 
 def _gives_this_access(observed: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
@@ -157,7 +151,8 @@ class Reconciler:
         self._written: dict[Key, dict[str, Any]] = {}
         self._seen_bindings: dict[tuple[str, str], dict[str, Any]] = {}
         self._policies: dict[str, _Parsed] = {}
-        # Requests whose deletion was recorded: a deletion is seen more than once.
+        # Requests being deleted whose deletion is recorded, until they are gone: a deletion
+        # held by a finalizer is seen again with every change.
         self._forgotten: set[str] = set()
 
     # What is known
@@ -212,7 +207,7 @@ class Reconciler:
         Such an event needs no decision: the plan that wrote it already decided, and its timer
         is set. Skipping it halves the work of every transition.
         """
-        key = _key(body)
+        key = key_of(body)
         written = self._written.get(key)
         if written is None or _rv(body) == 0 or _rv(body) > _rv(written):
             return False
@@ -354,7 +349,7 @@ class Reconciler:
         try:
             review = AccessReview.model_validate(body)
         except ValidationError as error:
-            log.warning("review %s cannot be read: %s", _key(body), error.errors()[0]["msg"])
+            log.warning("review %s cannot be read: %s", key_of(body), error.errors()[0]["msg"])
             return
         key = (review.metadata.namespace or "", review.spec.request)
         async with self._locks.setdefault(key, asyncio.Lock()):
@@ -518,7 +513,7 @@ class Reconciler:
                 continue
             if ended_at + self.retention > now:
                 continue
-            namespace, name = _key(body)
+            namespace, name = key_of(body)
             self.audit.write({
                 "event": "Deleted", "namespace": namespace, "request": name,
                 "requester": ((body.get("spec") or {}).get("requester") or {}).get("username"),
@@ -661,10 +656,10 @@ class Reconciler:
         self._audit(request, steps, first_seq)
         self._announce(body, request, steps)
 
-    async def forget(self, body: dict[str, Any]) -> None:
-        """A request was deleted, or is being deleted: its access ends now, whatever its phase
-        said, and the binding delete is tried until it succeeds."""
-        key = _key(body)
+    async def forget(self, body: dict[str, Any], gone: bool = False) -> None:
+        """A request was deleted (`gone`), or is being deleted: its access ends now, whatever
+        its phase said, and the binding delete is tried until it succeeds."""
+        key = key_of(body)
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
@@ -683,9 +678,13 @@ class Reconciler:
         except ValidationError:
             return
         uid = request.metadata.uid or ""
-        if uid in self._forgotten:
+        recorded = uid in self._forgotten
+        if gone:
+            self._forgotten.discard(uid)
+        else:
+            self._forgotten.add(uid)
+        if recorded:
             return
-        self._forgotten.add(uid)
         if request.status.phase == Phase.ACTIVE or removed:
             step = Step(Phase.REVOKED, "Revoked", "daypass",
                         f"request deleted: access of {request.spec.requester.username} to"
@@ -695,18 +694,18 @@ class Reconciler:
 
     async def _until_done(self, what: str, work: Callable[[], Awaitable[T]]) -> T:
         """Work that ends someone's access: tried again, with growing pauses, until it is done."""
-        for attempt in itertools.count():
+        pause = 0.5
+        while True:
             try:
                 return await work()
             except Exception as error:  # noqa: BLE001 - access must end: never give up
-                pause = min(10.0, 0.5 * 2 ** attempt)
                 ERRORS.labels("retry").inc()
                 log.warning("%s failed (%s); again in %.1fs", what, error, pause)
                 await asyncio.sleep(pause)
-        raise AssertionError("unreachable")
+                pause = min(10.0, pause * 2)
 
     async def binding_changed_until_done(self, body: dict[str, Any], deleted: bool) -> None:
-        namespace, name = _key(body)
+        namespace, name = key_of(body)
         await self._until_done(f"binding {namespace}/{name}",
                                lambda: self.binding_changed(body, deleted))
 
@@ -744,7 +743,7 @@ class Reconciler:
 
     async def binding_changed(self, body: dict[str, Any], deleted: bool) -> None:
         """A Daypass binding changed: restore it, or delete it when no active request owns it."""
-        namespace, binding = _key(body)
+        namespace, binding = key_of(body)
         seen = self._seen_bindings.get((namespace, binding))
         if not deleted and seen is not None and 0 < _rv(body) <= _rv(seen):
             # The binding as this operator just created it: nothing to check.
@@ -788,7 +787,7 @@ class Reconciler:
         for request in list(self.views.requests()):
             status = request.get("status") or {}
             if status.get("policy") == name and status.get("phase") not in _ENDED:
-                self.wake(_key(request), now)
+                self.wake(key_of(request), now)
 
     async def _report_policy(self, body: dict[str, Any]) -> None:
         parsed = self.parse_policy(body)
@@ -872,7 +871,7 @@ class Reconciler:
         """A namespace's labels changed: selectors may match it no longer."""
         now = self.clock()
         for request in list(self.views.requests()):
-            key = _key(request)
+            key = key_of(request)
             if key[0] == name and (request.get("status") or {}).get("phase") not in _ENDED:
                 self.wake(key, now)
 

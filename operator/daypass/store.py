@@ -23,7 +23,8 @@ def _rv(body: Mapping[str, Any]) -> int:
         return 0
 
 
-def _key(body: Mapping[str, Any]) -> Key:
+def key_of(body: Mapping[str, Any]) -> Key:
+    """(namespace, name); a cluster-scoped object's namespace is empty."""
     metadata = body.get("metadata") or {}
     return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
 
@@ -55,13 +56,13 @@ class Store:
     def __init__(self) -> None:
         self._requests: dict[Key, dict[str, Any]] = {}
         self._bindings: dict[Key, dict[str, Any]] = {}
-        self._policies: dict[str, dict[str, Any]] = {}
+        self._policies: dict[Key, dict[str, Any]] = {}
         self._namespaces: dict[str, dict[str, str]] = {}
 
     @staticmethod
     def _put(table: dict[Key, dict[str, Any]], body: Mapping[str, Any],
              fields: Iterable[str]) -> None:
-        key = _key(body)
+        key = key_of(body)
         known = table.get(key)
         # The first listing may be older than the watch's first events: keep the newest.
         if known is not None and _rv(body) < _rv(known):
@@ -103,26 +104,20 @@ class Store:
     def binding_keys(self) -> list[Key]:
         return list(self._bindings)
 
-    def binding_count(self) -> int:
-        return len(self._bindings)
-
     def put_policy(self, body: Mapping[str, Any]) -> None:
-        name = str((body.get("metadata") or {}).get("name"))
-        known = self._policies.get(name)
-        if known is None or _rv(body) >= _rv(known):
-            self._policies[name] = compact(body, POLICY_FIELDS)
+        self._put(self._policies, body, POLICY_FIELDS)
 
     def drop_policy(self, name: str) -> None:
-        self._policies.pop(name, None)
+        self._policies.pop(("", name), None)
 
     def policy(self, name: str) -> dict[str, Any] | None:
-        return self._policies.get(name)
+        return self._policies.get(("", name))
 
     def policies(self) -> list[dict[str, Any]]:
         return list(self._policies.values())
 
     def policy_names(self) -> list[str]:
-        return list(self._policies)
+        return [name for _, name in self._policies]
 
     def put_namespace(self, name: str, labels: Mapping[str, str]) -> None:
         self._namespaces[name] = dict(labels)

@@ -20,7 +20,7 @@ class Recorder:
     def spawn(self, work: tuple[str, Any]) -> None:
         self.done.append(work)
 
-    def forget(self, body: dict[str, Any]) -> tuple[str, Any]:
+    def forget(self, body: dict[str, Any], gone: bool = False) -> tuple[str, Any]:
         return ("forget", body["metadata"]["name"])
 
     def binding_changed_until_done(self, body: dict[str, Any], deleted: bool) -> tuple[str, Any]:
